@@ -1,0 +1,81 @@
+"""Batch layout for several identities and several images per identity.
+
+The sampler generates ``images_per_id`` (k) images for each of N identities in one batch of N·k, grouped by
+identity: rows i·k … i·k+k-1 belong to identity i. ComfyUI itself would tile a shorter conditioning batch
+(0,1,0,1, …), so every per-identity tensor is expanded here with ``repeat_interleave`` before sampling.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import InvalidInputError
+
+LATENT_CHANNELS = 4      # SD1.5 VAE latent channels
+LATENT_SCALE = 8         # pixels per latent cell
+
+
+def expand_per_identity(tensor: torch.Tensor, identities: int, images_per_id: int, what: str) -> torch.Tensor:
+    """[N, ...] → [N·k, ...] grouped by identity; a batch of 1 stays 1 (it applies to every image)."""
+    if images_per_id < 1:
+        raise InvalidInputError(f"images_per_id must be at least 1, got {images_per_id}")
+    batch = tensor.shape[0]
+    if batch == 1:
+        return tensor
+    if batch != identities:
+        raise InvalidInputError(f"{what} has a batch of {batch}, but the conditioning holds {identities} "
+                                f"identities: give 1 (shared) or {identities} (one per identity)")
+    return tensor.repeat_interleave(images_per_id, dim=0)
+
+
+def identity_count(batch_sizes: list[int], what: str = "positive") -> int:
+    """The number of identities N in a conditioning whose entries have these batch sizes (all equal, or 1)."""
+    sizes = set(batch_sizes) - {1}
+    if len(sizes) > 1:
+        raise InvalidInputError(f"the {what} conditioning mixes batches of {sorted(sizes)} identities; "
+                                "combine conditionings of the same identities")
+    if not batch_sizes:
+        raise InvalidInputError(f"the {what} conditioning is empty")
+    return sizes.pop() if sizes else 1
+
+
+def empty_latent(batch: int, width: int, height: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Zeros [batch, 4, height/8, width/8], as ComfyUI's Empty Latent Image makes them."""
+    for name, value in (("width", width), ("height", height)):
+        if value < LATENT_SCALE or value % LATENT_SCALE:
+            raise InvalidInputError(f"{name} must be a positive multiple of {LATENT_SCALE}, got {value}")
+    return torch.zeros([batch, LATENT_CHANNELS, height // LATENT_SCALE, width // LATENT_SCALE], device=device)
+
+
+def expand_latent(samples: torch.Tensor, identities: int, images_per_id: int) -> torch.Tensor:
+    """A user latent for img2img: 1 (shared), N (one per identity) or N·k (one per image) → N·k."""
+    total = identities * images_per_id
+    batch = samples.shape[0]
+    if batch == total:
+        return samples
+    if batch == 1:
+        return samples.repeat((total,) + (1,) * (samples.ndim - 1))
+    if batch == identities:
+        return samples.repeat_interleave(images_per_id, dim=0)
+    raise InvalidInputError(f"latent_image has a batch of {batch}; with {identities} identities × {images_per_id} "
+                            f"images it must be 1, {identities} or {total}")
+
+
+# Conditioning entries (ComfyUI's [[cond, {options}], ...] list) whose option tensors are per identity.
+_PER_IDENTITY_OPTIONS = ("pooled_output",)
+
+
+def expand_conditioning(conditioning: list, identities: int, images_per_id: int, what: str) -> list:
+    """Expand every entry of a ``[[cond [B,77,768], options], ...]`` list to the grouped N·k layout.
+
+    Returns new lists and dicts; the caller's conditioning (shared with other nodes) is never modified.
+    """
+    expanded = []
+    for cond, options in conditioning:
+        options = dict(options)
+        for key in _PER_IDENTITY_OPTIONS:
+            value = options.get(key)
+            if isinstance(value, torch.Tensor) and value.shape[0] == cond.shape[0]:
+                options[key] = expand_per_identity(value, identities, images_per_id, f"{what} {key}")
+        expanded.append([expand_per_identity(cond, identities, images_per_id, what), options])
+    return expanded
