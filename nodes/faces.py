@@ -1,0 +1,85 @@
+"""Face analysis nodes: load insightface's detector with Arc2Face's ArcFace, and embed faces from images."""
+
+from __future__ import annotations
+
+from ..arc2face_core.onnx_providers import PROVIDER_CHOICES
+
+CATEGORY = "Arc2Face"
+FACE_CHOICES = ("largest",) + tuple(str(i) for i in range(10))
+
+
+class Arc2FaceArcFaceLoader:
+    DESCRIPTION = ("Loads face detection (insightface antelopev2 scrfd_10g_bnkps.onnx, from "
+                   "models/insightface/models/antelopev2/) and Arc2Face's own ArcFace recogniser "
+                   "(models/arc2face/arcface.onnx). Only these two models are loaded. antelopev2's glintr100.onnx is "
+                   "a different ArcFace and is refused: Arc2Face needs arcface.onnx.")
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = ("ARCFACE",)
+    RETURN_NAMES = ("arcface",)
+    OUTPUT_TOOLTIPS = ("Face detector + Arc2Face ArcFace, for ArcFace Embed.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "provider": (PROVIDER_CHOICES, {"default": "auto", "tooltip": (
+                    "ONNX Runtime execution provider. auto: the GPU provider when onnxruntime-gpu works, else CPU.")}),
+                "det_size": ("INT", {"default": 640, "min": 160, "max": 2048, "step": 32, "tooltip": (
+                    "Detector input size in pixels (the reference uses 640). Larger finds smaller faces.")}),
+            },
+            "optional": {
+                "download_missing": ("BOOLEAN", {"default": False, "tooltip": (
+                    "Download a missing arcface.onnx from huggingface.co/FoivosPar/Arc2Face into models/arc2face. "
+                    "The antelopev2 detector cannot be downloaded automatically.")}),
+            },
+        }
+
+    def load(self, provider: str, det_size: int, download_missing: bool = False):
+        import comfy.model_management as mm
+
+        from ..arc2face_core.faces import load_face_analyzer
+        from ..arc2face_core.onnx_providers import resolve_providers
+        from .comfy_paths import model_roots
+
+        device = mm.get_torch_device()
+        if provider == "auto" and device.type == "cpu":
+            provider = "CPU"   # ComfyUI runs on the CPU: a GPU provider would only fail to load, noisily
+        device_id = device.index if device.type == "cuda" and device.index is not None else 0
+        providers = resolve_providers(provider, device_id=device_id)
+        return (load_face_analyzer(model_roots(), providers, det_size=det_size, download=download_missing,
+                                   strict_providers=provider != "auto"),)
+
+
+class Arc2FaceArcFaceEmbed:
+    DESCRIPTION = ("Detects a face in each image and computes its ArcFace identity embedding exactly as Arc2Face "
+                   "expects (BGR, aligned 112x112 crop, L2-normalised). One row per image; an image without a face "
+                   "is an error that names it. Several photos of one person: follow with Embedding Average.")
+    CATEGORY = CATEGORY
+    FUNCTION = "embed"
+    RETURN_TYPES = ("ARCFACE_EMBEDS", "IMAGE")
+    RETURN_NAMES = ("embeds", "faces")
+    OUTPUT_TOOLTIPS = ("Identity embeddings [B, 512], one unit row per input image.",
+                       "The aligned 112x112 face crops the recogniser saw, for preview.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "arcface": ("ARCFACE", {"tooltip": "From Arc2Face ArcFace Loader."}),
+                "image": ("IMAGE", {"tooltip": "One or more photos; each must show the face to use."}),
+                "face": (FACE_CHOICES, {"default": "largest", "tooltip": (
+                    "Which face when a photo shows several: the largest (as the paper), or an index counted from "
+                    "the left (0 = leftmost).")}),
+            }
+        }
+
+    def embed(self, arcface, image, face: str):
+        from ..arc2face_core.faces import parse_face_choice
+
+        result = arcface.embed(image, face=parse_face_choice(face))
+        return (result.embeds, result.crops)
+
+
+NODE_CLASS_MAPPINGS = {"Arc2FaceArcFaceLoader": Arc2FaceArcFaceLoader, "Arc2FaceArcFaceEmbed": Arc2FaceArcFaceEmbed}
+NODE_DISPLAY_NAME_MAPPINGS = {"Arc2FaceArcFaceLoader": "Arc2Face ArcFace Loader", "Arc2FaceArcFaceEmbed": "ArcFace Embed"}

@@ -1,0 +1,79 @@
+"""Arc2Face Sampler: ComfyUI's own sampling with the paper's defaults and several images per identity."""
+
+from __future__ import annotations
+
+CATEGORY = "Arc2Face"
+MAX_RESOLUTION = 8192
+
+
+class Arc2FaceSampler:
+    DESCRIPTION = ("Samples with ComfyUI's KSampler engine (same noise, progress bar, preview and cancel) using the "
+                   "Arc2Face defaults of the paper: DPM++ 2M, 25 steps, CFG 3.0, 512x512. Makes images_per_id images "
+                   "for each identity of the positive conditioning, grouped by identity; image j of identity i gets "
+                   "the noise a KSampler with the same seed gives batch index i*images_per_id+j. Connect a latent "
+                   "for img2img (then width/height are ignored).")
+    CATEGORY = CATEGORY
+    FUNCTION = "sample"
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("N x images_per_id latents, grouped by identity; decode with an SD1.5 VAE.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        import comfy.samplers
+
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "The Arc2Face UNet from Arc2Face Model Loader (optionally patched)."}),
+                "positive": ("CONDITIONING", {"tooltip": "Identity conditioning from Arc2Face Encoder."}),
+                "negative": ("CONDITIONING", {"tooltip": "The negative from Arc2Face Encoder (encoder on \"\")."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                                 "tooltip": "Seed of the noise, drawn exactly as the stock KSampler draws it."}),
+                "steps": ("INT", {"default": 25, "min": 1, "max": 10000,
+                                  "tooltip": "Denoising steps (paper: 25 with DPM++ 2M; 2-4 with an LCM LoRA)."}),
+                "cfg": ("FLOAT", {"default": 3.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
+                                  "tooltip": "Classifier-free guidance scale (paper: 3.0; 1.0 with an LCM LoRA)."}),
+                "sampler_name": (comfy.samplers.KSampler.SAMPLERS, {
+                    "default": "dpmpp_2m", "tooltip": "Sampling algorithm (paper: DPM-Solver++ 2M = dpmpp_2m)."}),
+                "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {
+                    "default": "normal", "tooltip": ("Noise schedule. normal spaces the timesteps evenly, like the "
+                                                     "reference's DPMSolverMultistepScheduler.")}),
+                "width": ("INT", {"default": 512, "min": 64, "max": MAX_RESOLUTION, "step": 8,
+                                  "tooltip": "Image width in pixels (Arc2Face was trained at 512)."}),
+                "height": ("INT", {"default": 512, "min": 64, "max": MAX_RESOLUTION, "step": 8,
+                                   "tooltip": "Image height in pixels (Arc2Face was trained at 512)."}),
+                "images_per_id": ("INT", {"default": 1, "min": 1, "max": 64,
+                                          "tooltip": "How many images to make for each identity."}),
+            },
+            "optional": {
+                "latent_image": ("LATENT", {"tooltip": ("A starting latent for img2img: batch 1 (shared), N (one per "
+                                                        "identity) or N x images_per_id.")}),
+                "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                      "tooltip": "How much of latent_image to replace (1.0 = start from noise)."}),
+            },
+        }
+
+    def sample(self, model, positive, negative, seed, steps, cfg, sampler_name, scheduler, width, height,
+               images_per_id, latent_image=None, denoise=1.0):
+        import comfy.model_management as mm
+        import nodes as comfy_nodes  # ComfyUI's nodes.py (this pack's own package is a relative import)
+
+        from ..arc2face_core.batching import (empty_latent, expand_conditioning, expand_latent, identity_count)
+
+        identities = identity_count([cond.shape[0] for cond, _ in positive], "positive")
+        positive = expand_conditioning(positive, identities, images_per_id, "positive")
+        negative = expand_conditioning(negative, identities, images_per_id, "negative")
+        total = identities * images_per_id
+        if latent_image is None:
+            latent = {"samples": empty_latent(total, width, height, mm.intermediate_device())}
+        else:
+            latent = {k: v for k, v in latent_image.items() if k != "batch_index"}
+            latent["samples"] = expand_latent(latent_image["samples"], identities, images_per_id)
+            if "noise_mask" in latent:
+                latent["noise_mask"] = expand_latent(latent["noise_mask"], identities, images_per_id)
+        return comfy_nodes.common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
+                                           latent, denoise=denoise)
+
+
+NODE_CLASS_MAPPINGS = {"Arc2FaceSampler": Arc2FaceSampler}
+NODE_DISPLAY_NAME_MAPPINGS = {"Arc2FaceSampler": "Arc2Face Sampler"}
