@@ -1,0 +1,123 @@
+"""Write the shipped UI-format workflows (workflows/*.json) from compact specs and the node-definition snapshot.
+
+Widget values are positional in the UI format; generating them from tests/data/object_info.json (taken from a real
+ComfyUI by scripts/snapshot_object_info.py) keeps every workflow in step with the nodes.
+
+    python scripts/build_workflows.py
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from builders.ui_workflows import NodeSpec, build_ui_workflow, check_ui_workflow, FILE_COMBOS  # noqa: E402
+
+VAE_FILE = "sd15_vae.safetensors"
+VAE_MODEL = {"name": VAE_FILE, "directory": "vae",
+             "url": "https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5/resolve/main/vae/"
+                    "diffusion_pytorch_model.safetensors"}
+FILES_NOTE = ("Arc2Face needs (see the pack's README):\n"
+              "models/arc2face/arc2face/ (config.json, diffusion_pytorch_model.safetensors)\n"
+              "models/arc2face/encoder/ (config.json, pytorch_model.bin)\n"
+              "models/arc2face/arcface.onnx\n"
+              "   all from huggingface.co/FoivosPar/Arc2Face\n"
+              "models/insightface/models/antelopev2/scrfd_10g_bnkps.onnx (insightface antelopev2)\n"
+              f"models/vae/{VAE_FILE} (SD1.5's VAE: stable-diffusion-v1-5/vae/diffusion_pytorch_model.safetensors)")
+SAMPLER = {"seed": 42, "seed#control": "randomize", "steps": 25, "cfg": 3.0, "sampler_name": "dpmpp_2m",
+           "scheduler": "normal", "width": 512, "height": 512}
+
+
+def common_head(image_file: str) -> list[NodeSpec]:
+    return [
+        NodeSpec(1, "Arc2FaceModelLoader", (0, 0), {"weight_dtype": "auto"}, size=(320, 100)),
+        NodeSpec(2, "Arc2FaceArcFaceLoader", (0, 160), {"provider": "auto", "det_size": 640}, size=(320, 110)),
+        NodeSpec(3, "LoadImage", (0, 320), {"image": image_file}, size=(320, 330)),
+        NodeSpec(4, "Arc2FaceArcFaceEmbed", (380, 220), {"face": "largest"}, size=(280, 100)),
+        NodeSpec(5, "PreviewImage", (380, 380), title="Aligned faces", size=(280, 280)),
+        NodeSpec(6, "Arc2FaceEncoder", (720, 40), size=(240, 60)),
+        NodeSpec(8, "VAELoader", (720, 420), {"vae_name": VAE_FILE}, properties={"models": [VAE_MODEL]},
+                 size=(300, 60)),
+        NodeSpec(9, "VAEDecode", (1400, 0), size=(200, 50)),
+        NodeSpec(10, "SaveImage", (1640, 0), {"filename_prefix": "arc2face"}, size=(400, 420)),
+        NodeSpec(11, "Note", (0, 700), {"text": FILES_NOTE}, size=(660, 150)),
+    ]
+
+
+COMMON_LINKS = [(1, "encoder", 6, "encoder"), (2, "arcface", 4, "arcface"), (3, "IMAGE", 4, "image"),
+                (4, "faces", 5, "images"), (8, "VAE", 9, "vae"), (9, "IMAGE", 10, "images")]
+
+
+def basic():
+    nodes = common_head("arc2face_face.png") + [
+        NodeSpec(7, "Arc2FaceSampler", (1020, 0), dict(SAMPLER, images_per_id=4), size=(320, 330))]
+    links = COMMON_LINKS + [(4, "embeds", 6, "embeds"), (1, "model", 7, "model"), (6, "positive", 7, "positive"),
+                            (6, "negative", 7, "negative"), (7, "latent", 9, "samples")]
+    return nodes, links
+
+
+def average():
+    nodes = common_head("arc2face_person_1.png") + [
+        NodeSpec(12, "LoadImage", (-380, 320), {"image": "arc2face_person_2.png"}, size=(320, 330)),
+        NodeSpec(13, "LoadImage", (-380, 700), {"image": "arc2face_person_3.png"}, size=(320, 330)),
+        NodeSpec(14, "ImageBatch", (200, 560), size=(160, 50)),
+        NodeSpec(15, "ImageBatch", (200, 640), size=(160, 50)),
+        NodeSpec(16, "Arc2FaceEmbeddingAverage", (720, 200), {"method": "mean"}, size=(240, 60)),
+        NodeSpec(7, "Arc2FaceSampler", (1020, 0), dict(SAMPLER, images_per_id=4), size=(320, 330))]
+    links = [link for link in COMMON_LINKS if link != (3, "IMAGE", 4, "image")] + [
+        (3, "IMAGE", 14, "image1"), (12, "IMAGE", 14, "image2"), (14, "IMAGE", 15, "image1"),
+        (13, "IMAGE", 15, "image2"), (15, "IMAGE", 4, "image"), (4, "embeds", 16, "embeds"),
+        (16, "embeds", 6, "embeds"), (1, "model", 7, "model"), (6, "positive", 7, "positive"),
+        (6, "negative", 7, "negative"), (7, "latent", 9, "samples")]
+    return nodes, links
+
+
+def blend():
+    nodes = common_head("arc2face_person_a.png") + [
+        NodeSpec(12, "LoadImage", (-380, 320), {"image": "arc2face_person_b.png"}, size=(320, 330)),
+        NodeSpec(13, "Arc2FaceArcFaceEmbed", (380, 680), {"face": "largest"}, size=(280, 100)),
+        NodeSpec(14, "Arc2FaceEmbeddingInterpolate", (720, 200), {"steps": 5, "method": "slerp"}, size=(280, 110)),
+        NodeSpec(7, "Arc2FaceSampler", (1020, 0), dict(SAMPLER, images_per_id=1), size=(320, 330))]
+    links = COMMON_LINKS + [(2, "arcface", 13, "arcface"), (12, "IMAGE", 13, "image"),
+                            (4, "embeds", 14, "embeds_a"), (13, "embeds", 14, "embeds_b"),
+                            (14, "embeds", 6, "embeds"), (1, "model", 7, "model"), (6, "positive", 7, "positive"),
+                            (6, "negative", 7, "negative"), (7, "latent", 9, "samples")]
+    return nodes, links
+
+
+def ksampler():
+    nodes = common_head("arc2face_face.png") + [
+        NodeSpec(12, "EmptyLatentImage", (720, 200), {"width": 512, "height": 512, "batch_size": 1}, size=(300, 110)),
+        NodeSpec(7, "KSampler", (1020, 0), {"seed": 42, "seed#control": "randomize", "steps": 25, "cfg": 3.0,
+                                            "sampler_name": "dpmpp_2m", "scheduler": "normal", "denoise": 1.0},
+                 title="KSampler (stock): CFG 3, 25 steps, dpmpp_2m", size=(320, 270))]
+    links = COMMON_LINKS + [(4, "embeds", 6, "embeds"), (1, "model", 7, "model"), (6, "positive", 7, "positive"),
+                            (6, "negative", 7, "negative"), (12, "LATENT", 7, "latent_image"),
+                            (7, "LATENT", 9, "samples")]
+    return nodes, links
+
+
+WORKFLOWS = {"arc2face_basic": basic, "arc2face_average": average, "arc2face_blend": blend,
+             "arc2face_ksampler": ksampler}
+
+
+def main() -> None:
+    object_info = json.loads((REPO / "tests" / "data" / "object_info.json").read_text())
+    out_dir = REPO / "workflows"
+    out_dir.mkdir(exist_ok=True)
+    for name, make in WORKFLOWS.items():
+        nodes, links = make()
+        workflow = build_ui_workflow(nodes, links, object_info)
+        problems = check_ui_workflow(workflow, object_info, FILE_COMBOS)
+        if problems:
+            raise SystemExit(f"{name}: " + "; ".join(problems))
+        (out_dir / f"{name}.json").write_text(json.dumps(workflow, indent=1) + "\n")
+        print(f"wrote workflows/{name}.json ({len(nodes)} nodes, {len(links)} links)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Save the node definitions the shipped workflows use, from a running ComfyUI, to tests/data/object_info.json.
+
+CI has no ComfyUI, so the workflow checks read this snapshot; the real-ComfyUI integration test fails when the live
+server disagrees with it (then run this again). File-list combos (which depend on the files of one machine) are
+stored as an empty list.
+
+    python scripts/snapshot_object_info.py --server http://127.0.0.1:8188
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from builders.ui_workflows import FILE_COMBOS, normalise_node_info  # noqa: E402
+
+STOCK_NODES = ("LoadImage", "ImageBatch", "VAELoader", "VAEDecode", "SaveImage", "PreviewImage", "KSampler",
+               "EmptyLatentImage")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--server", default="http://127.0.0.1:8188")
+    parser.add_argument("--out", type=Path, default=REPO / "tests" / "data" / "object_info.json")
+    args = parser.parse_args()
+    with urllib.request.urlopen(f"{args.server}/object_info", timeout=60) as response:
+        info = json.load(response)
+    ours = sorted(k for k, v in info.items() if v.get("category", "").startswith("Arc2Face"))
+    snapshot = {name: normalise_node_info(name, info[name]) for name in ours + list(STOCK_NODES)}
+    args.out.write_text(json.dumps(snapshot, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {len(snapshot)} node definitions ({len(ours)} of this pack) to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""A local HTTP server that answers Hugging Face's file-resolve protocol for one repo (no network needed).
+
+huggingface_hub's real ``hf_hub_download`` talks to it when ``HF_ENDPOINT`` points here: a HEAD request for the
+metadata (commit, ETag, size), then a GET for the bytes. Every request is recorded so a test can prove that no
+download was attempted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+class FakeHub:
+    def __init__(self, repo_id: str, files: dict[str, bytes]):
+        self.repo_id = repo_id
+        self.files = files
+        self.requests: list[str] = []
+        self._server: http.server.ThreadingHTTPServer | None = None
+
+    @property
+    def endpoint(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def file_requests(self) -> list[str]:
+        return [r for r in self.requests if "/resolve/" in r]
+
+    def _handler(self):
+        hub = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _lookup(self) -> bytes | None:
+                hub.requests.append(f"{self.command} {self.path}")
+                prefix = f"/{hub.repo_id}/resolve/main/"
+                return hub.files.get(self.path[len(prefix):]) if self.path.startswith(prefix) else None
+
+            def _headers(self, data: bytes) -> None:
+                self.send_response(200)
+                self.send_header("X-Repo-Commit", COMMIT)
+                self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+
+            def do_HEAD(self):  # noqa: N802 (http.server's naming)
+                data = self._lookup()
+                if data is None:
+                    self.send_response(404)
+                    self.end_headers()
+                else:
+                    self._headers(data)
+
+            def do_GET(self):  # noqa: N802
+                data = self._lookup()
+                if data is None:
+                    self.send_response(404)
+                    self.end_headers()
+                else:
+                    self._headers(data)
+                    self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        return Handler
+
+    @contextmanager
+    def running(self) -> Iterator["FakeHub"]:
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._server.shutdown()
+            self._server.server_close()

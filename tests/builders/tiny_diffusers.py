@@ -1,0 +1,104 @@
+"""A tiny random UNet2DConditionModel and AutoencoderKL in diffusers' real file layouts, for the headless pipeline.
+
+* UNet: ``<arc2face root>/arc2face/{config.json, diffusion_pytorch_model.safetensors}``, the layout of the Hugging Face
+  repo. cross_attention_dim stays 768 because the ID encoder outputs 768-d tokens; two blocks, so the UNet
+  downsamples latents by 2.
+* VAE: a diffusers folder ``{config.json, diffusion_pytorch_model.safetensors}`` (the ``vae/`` folder of
+  stable-diffusion-v1-5) and the same weights saved alone as one ``.safetensors`` file (what ComfyUI's models/vae
+  holds). Two blocks, so it scales images by 2, not SD1.5's 8: the pipeline must read the factor from the config.
+
+Tensor names and shapes come from diffusers' own classes built on the meta device (``sd15_random``), never hand-listed.
+Values are seeded random, scaled by 1/sqrt(fan_in), so a swapped or skipped tensor changes the output.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from builders.sd15_random import _init_args, random_like_module, write_unet
+
+TINY_UNET_CONFIG = {
+    "_class_name": "UNet2DConditionModel",
+    "act_fn": "silu",
+    "attention_head_dim": 8,
+    "block_out_channels": [32, 64],
+    "center_input_sample": False,
+    "cross_attention_dim": 768,
+    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+    "downsample_padding": 1,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "in_channels": 4,
+    "layers_per_block": 1,
+    "mid_block_scale_factor": 1,
+    "norm_eps": 1e-05,
+    "norm_num_groups": 8,
+    "out_channels": 4,
+    "sample_size": 8,
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+}
+
+TINY_VAE_CONFIG = {
+    "_class_name": "AutoencoderKL",
+    "act_fn": "silu",
+    "block_out_channels": [8, 16],
+    "down_block_types": ["DownEncoderBlock2D"] * 2,
+    "in_channels": 3,
+    "latent_channels": 4,
+    "layers_per_block": 1,
+    "norm_num_groups": 8,
+    "out_channels": 3,
+    "sample_size": 64,
+    "scaling_factor": 0.18215,
+    "up_block_types": ["UpDecoderBlock2D"] * 2,
+}
+TINY_VAE_SCALE = 2 ** (len(TINY_VAE_CONFIG["block_out_channels"]) - 1)
+
+# diffusers < 0.14 named the VAE's mid-block attention projections like this; SD1.5's VAE file was saved then.
+LEGACY_ATTENTION_NAMES = {"to_q.": "query.", "to_k.": "key.", "to_v.": "value.", "to_out.0.": "proj_attn."}
+
+
+def write_tiny_unet(arc2face_root: Path, *, seed: int = 0) -> Path:
+    """``<arc2face_root>/arc2face/{config.json, diffusion_pytorch_model.safetensors}`` (fp32); returns the weights."""
+    return write_unet(Path(arc2face_root) / "arc2face", config=TINY_UNET_CONFIG, seed=seed, dtype=torch.float32)
+
+
+def tiny_vae_state_dict(seed: int = 1) -> dict[str, torch.Tensor]:
+    from diffusers import AutoencoderKL
+
+    with torch.device("meta"):
+        vae = AutoencoderKL(**_init_args(TINY_VAE_CONFIG))
+    return random_like_module(vae, seed, torch.float32, gain=0.5)
+
+
+def _save(sd: dict[str, torch.Tensor], path: Path) -> Path:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(sd, str(path), metadata={"format": "pt"})
+    return path
+
+
+def write_tiny_vae_folder(folder: Path, *, seed: int = 1) -> Path:
+    """``<folder>/{config.json, diffusion_pytorch_model.safetensors}``; returns the folder."""
+    folder = Path(folder)
+    _save(tiny_vae_state_dict(seed), folder / "diffusion_pytorch_model.safetensors")
+    (folder / "config.json").write_text(json.dumps(TINY_VAE_CONFIG, indent=2))
+    return folder
+
+
+def write_tiny_vae_file(path: Path, *, seed: int = 1, legacy_attention_names: bool = False) -> Path:
+    """The same weights as ``write_tiny_vae_folder(seed=...)`` in one file; optionally with pre-0.14 attention names."""
+    sd = tiny_vae_state_dict(seed)
+    if legacy_attention_names:
+        renamed = {}
+        for key, value in sd.items():
+            if ".mid_block.attentions." in key:
+                for new, old in LEGACY_ATTENTION_NAMES.items():
+                    key = key.replace(new, old)
+            renamed[key] = value
+        sd = renamed
+    return _save(sd, Path(path))

@@ -1,0 +1,69 @@
+"""Several identities × several images: rows grouped by identity, shared tensors left to broadcast."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from arc2face_core.batching import (empty_latent, expand_conditioning, expand_latent, expand_per_identity,
+                                    identity_count)
+from arc2face_core.errors import InvalidInputError
+
+
+def labelled(n: int, *shape: int) -> torch.Tensor:
+    """Row i is filled with the value i, so the layout can be read off the result."""
+    return torch.arange(n, dtype=torch.float32).view(n, *([1] * len(shape))).expand(n, *shape).clone()
+
+
+def test_rows_are_grouped_by_identity():
+    out = expand_per_identity(labelled(3, 77, 8), identities=3, images_per_id=2, what="positive")
+    assert out.shape == (6, 77, 8)
+    assert out[:, 0, 0].tolist() == [0, 0, 1, 1, 2, 2]
+
+
+def test_a_shared_row_is_left_for_the_sampler_to_broadcast():
+    neg = labelled(1, 77, 8)
+    assert expand_per_identity(neg, identities=3, images_per_id=4, what="negative") is neg
+
+
+def test_mismatched_batch_is_an_error():
+    with pytest.raises(InvalidInputError, match="negative has a batch of 2, but the conditioning holds 3"):
+        expand_per_identity(labelled(2, 4), 3, 2, "negative")
+    with pytest.raises(InvalidInputError, match="at least 1"):
+        expand_per_identity(labelled(2, 4), 2, 0, "positive")
+
+
+def test_identity_count():
+    assert identity_count([3, 3, 1]) == 3
+    assert identity_count([1]) == 1
+    with pytest.raises(InvalidInputError, match=r"mixes batches of \[2, 3\]"):
+        identity_count([2, 3])
+    with pytest.raises(InvalidInputError, match="empty"):
+        identity_count([])
+
+
+def test_expand_conditioning_copies_and_expands_pooled():
+    cond = labelled(2, 77, 8)
+    options = {"pooled_output": labelled(2, 8), "strength": 1.0}
+    original = [[cond, options]]
+    out = expand_conditioning(original, 2, 3, "positive")
+    assert out[0][0][:, 0, 0].tolist() == [0, 0, 0, 1, 1, 1]
+    assert out[0][1]["pooled_output"][:, 0].tolist() == [0, 0, 0, 1, 1, 1]
+    assert out[0][1]["strength"] == 1.0
+    assert original[0][0] is cond and original[0][1]["pooled_output"].shape[0] == 2  # caller's data untouched
+
+
+def test_empty_latent_matches_comfyui_layout():
+    lat = empty_latent(6, 512, 384)
+    assert lat.shape == (6, 4, 48, 64) and lat.abs().sum() == 0
+    with pytest.raises(InvalidInputError, match="multiple of 8"):
+        empty_latent(1, 500, 512)
+
+
+def test_expand_latent_for_img2img():
+    assert expand_latent(labelled(1, 4, 8, 8), 2, 3)[:, 0, 0, 0].tolist() == [0] * 6
+    assert expand_latent(labelled(2, 4, 8, 8), 2, 3)[:, 0, 0, 0].tolist() == [0, 0, 0, 1, 1, 1]
+    full = labelled(6, 4, 8, 8)
+    assert expand_latent(full, 2, 3) is full
+    with pytest.raises(InvalidInputError, match="must be 1, 2 or 6"):
+        expand_latent(labelled(4, 4, 8, 8), 2, 3)

@@ -1,0 +1,91 @@
+"""Safe reading of weight files: pickles never run code, broken files say which file and what to do."""
+
+from __future__ import annotations
+
+import datetime
+import os
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from arc2face_core.checkpoints import as_state_dict, load_state_dict, read_checkpoint
+from arc2face_core.errors import CorruptWeightsError
+
+
+class _RunsCode:
+    """Unpickling this would create a marker file: weights_only must refuse before that happens."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_plain_state_dict_round_trip(tmp_path):
+    sd = {"a.weight": torch.randn(3, 4), "a.bias": torch.arange(3.0)}
+    torch.save(sd, tmp_path / "w.bin")
+    save_file(sd, str(tmp_path / "w.safetensors"))
+    for name in ("w.bin", "w.safetensors"):
+        out = load_state_dict(tmp_path / name)
+        assert out.keys() == sd.keys()
+        torch.testing.assert_close(out["a.weight"], sd["a.weight"], atol=0, rtol=0)
+
+
+def test_pickle_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "pwned"
+    torch.save({"x": _RunsCode(str(marker))}, tmp_path / "evil.bin")
+    with pytest.raises(CorruptWeightsError, match="refuses") as err:
+        read_checkpoint(tmp_path / "evil.bin")
+    assert str(tmp_path / "evil.bin") in str(err.value)
+    assert not marker.exists()
+
+
+def test_pickle_of_foreign_objects_is_refused(tmp_path):
+    torch.save({"when": datetime.datetime(2024, 1, 1)}, tmp_path / "odd.bin")
+    with pytest.raises(CorruptWeightsError, match="not a plain weights file"):
+        read_checkpoint(tmp_path / "odd.bin")
+
+
+@pytest.mark.parametrize("name", ["w.bin", "w.safetensors"])
+def test_truncated_files(tmp_path, name):
+    sd = {"big": torch.randn(256, 256)}
+    path = tmp_path / name
+    torch.save(sd, path) if name.endswith(".bin") else save_file(sd, str(path))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorruptWeightsError, match="truncated or corrupt") as err:
+        read_checkpoint(path, source="https://example.org/repo")
+    assert str(path) in str(err.value) and "https://example.org/repo" in str(err.value)
+
+
+def test_empty_file(tmp_path):
+    (tmp_path / "w.bin").write_bytes(b"")
+    with pytest.raises(CorruptWeightsError, match="empty"):
+        read_checkpoint(tmp_path / "w.bin")
+
+
+def test_not_a_state_dict(tmp_path):
+    torch.save([torch.zeros(2)], tmp_path / "list.bin")
+    with pytest.raises(CorruptWeightsError, match="holds a list"):
+        load_state_dict(tmp_path / "list.bin")
+    torch.save({"a": 3}, tmp_path / "int.bin")
+    with pytest.raises(CorruptWeightsError, match=r"entries \['a'\] are not tensors"):
+        load_state_dict(tmp_path / "int.bin")
+
+
+def test_nested_dict_is_not_flat():
+    with pytest.raises(CorruptWeightsError, match="not a plain state dict"):
+        as_state_dict({"image_proj": {"w": torch.zeros(1)}}, "exp_adapter.bin")
+
+
+def test_unknown_extension(tmp_path):
+    (tmp_path / "w.onnx").write_bytes(b"12345")
+    with pytest.raises(CorruptWeightsError, match="unsupported weight file type"):
+        read_checkpoint(tmp_path / "w.onnx")
+
+
+def test_unreadable_path(tmp_path):
+    with pytest.raises(CorruptWeightsError, match="Cannot read"):
+        read_checkpoint(os.path.join(tmp_path, "absent.bin"))

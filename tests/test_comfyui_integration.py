@@ -1,0 +1,323 @@
+"""The pack inside a real ComfyUI server: every shipped workflow through ``POST /prompt``, with random weights.
+
+Runs only when ``COMFYUI_DIR`` points at an install made by ``shared/tools/comfyui/setup.sh`` (``DIR/ComfyUI`` and
+``DIR/venv`` with this pack's requirements); skipped otherwise. It links this checkout into
+``DIR/ComfyUI/custom_nodes/arc2face``, writes random-weight models into ``DIR/ComfyUI/models`` (a full-size SD1.5
+UNet and VAE, since ComfyUI detects models by their shapes; tiny encoder, detector and recogniser) and test photos into
+``DIR/ComfyUI/input``, starts ``main.py --cpu`` on a free port and stops it at the end. Use a dedicated install.
+
+    COMFYUI_DIR=/path/to/dir pytest tests/test_comfyui_integration.py
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from builders import clip_encoder, onnx_faces, sd15_random
+from builders.ui_workflows import FILE_COMBOS, check_ui_workflow, normalise_node_info, ui_to_api
+
+COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
+pytestmark = [
+    pytest.mark.comfyui,
+    pytest.mark.skipif(not COMFYUI_DIR, reason="set COMFYUI_DIR to a ComfyUI install to run the integration tests"),
+]
+
+REPO = Path(__file__).resolve().parents[1]
+PACK_LINK_NAME = "arc2face"
+FAST = {"steps": 2, "width": 64, "height": 64}   # a full-size UNet on CPU: keep images tiny
+EXPECTED_IMAGES = {"arc2face_basic": 4, "arc2face_average": 4, "arc2face_blend": 5, "arc2face_ksampler": 1}
+EXPECTED_FACES = {"arc2face_basic": 1, "arc2face_average": 3, "arc2face_blend": 1, "arc2face_ksampler": 1}
+
+
+# ----------------------------------------------------------------------------------------------------- setup
+
+def _builders_stamp() -> str:
+    digest = hashlib.sha256()
+    for module in (clip_encoder, onnx_faces, sd15_random):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _write_models(models: Path) -> None:
+    """Random-weight models in the real layouts; rebuilt only when the builders change."""
+    stamp = models / "arc2face" / ".random_test_models"
+    if stamp.is_file() and stamp.read_text() == _builders_stamp():
+        return
+    sd15_random.write_unet(models / "arc2face" / "arc2face")
+    clip_encoder.write_encoder(models / "arc2face", seed=0)
+    onnx_faces.build_recogniser(models / "arc2face" / "arcface.onnx", seed=1234)
+    onnx_faces.build_rigged_detector(models / "insightface/models/antelopev2/scrfd_10g_bnkps.onnx",
+                                     [onnx_faces.astronaut_face()], (512, 512))
+    sd15_random.write_vae(models / "vae" / "sd15_vae.safetensors")
+    stamp.write_text(_builders_stamp())
+
+
+def _write_inputs(inputs: Path) -> None:
+    from PIL import Image
+
+    inputs.mkdir(parents=True, exist_ok=True)
+    face = onnx_faces.astronaut_rgb()
+    images = {
+        "arc2face_face.png": face,
+        "arc2face_person_1.png": face,
+        "arc2face_person_2.png": np.clip(face.astype(np.int16) + 25, 0, 255).astype(np.uint8),
+        "arc2face_person_3.png": np.clip(face.astype(np.int16) - 25, 0, 255).astype(np.uint8),
+        "arc2face_person_a.png": face,
+        "arc2face_person_b.png": np.ascontiguousarray(face[..., ::-1]),   # other colours, other "identity"
+        "arc2face_black.png": np.zeros_like(face),
+    }
+    for name, array in images.items():
+        Image.fromarray(array).save(inputs / name)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _link_pack(custom_nodes: Path) -> None:
+    link = custom_nodes / PACK_LINK_NAME
+    if link.is_symlink():
+        link.unlink()
+    elif link.exists():
+        pytest.fail(f"{link} exists and is not a symlink; remove it to let the test link this checkout")
+    link.symlink_to(REPO, target_is_directory=True)
+
+
+class Comfy:
+    def __init__(self, url: str, root: Path):
+        self.url, self.root = url, root
+
+    def get(self, path: str):
+        with urllib.request.urlopen(self.url + path, timeout=60) as response:
+            return json.load(response)
+
+    def run(self, prompt: dict, timeout: float = 900) -> dict:
+        """POST the prompt and wait; returns its /history entry (status and outputs)."""
+        body = json.dumps({"prompt": prompt, "client_id": str(uuid.uuid4())}).encode()
+        request = urllib.request.Request(self.url + "/prompt", data=body, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                prompt_id = json.load(response)["prompt_id"]
+        except urllib.error.HTTPError as err:
+            pytest.fail(f"ComfyUI refused the prompt: {err.read().decode()[:3000]}")
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            history = self.get(f"/history/{prompt_id}")
+            if prompt_id in history and history[prompt_id].get("status", {}).get("completed") is not None:
+                entry = history[prompt_id]
+                if entry["status"]["status_str"] in ("success", "error"):
+                    return entry
+            time.sleep(0.5)
+        pytest.fail(f"prompt {prompt_id} did not finish in {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def comfy():
+    base = Path(COMFYUI_DIR).resolve()
+    root, python = base / "ComfyUI", base / "venv" / "bin" / "python"
+    if not (root / "main.py").is_file() or not python.is_file():
+        pytest.fail(f"COMFYUI_DIR={base} has no ComfyUI/main.py and venv (make it with setup.sh)")
+    _write_models(root / "models")
+    _write_inputs(root / "input")
+    _link_pack(root / "custom_nodes")
+    port = _free_port()
+    log_path = base / "arc2face_integration.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([str(python), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+                                    "--disable-auto-launch"], cwd=root, stdout=log, stderr=subprocess.STDOUT,
+                                   env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    client = Comfy(f"http://127.0.0.1:{port}", root)
+    try:
+        deadline = time.time() + 300
+        while True:
+            try:
+                client.get("/object_info/LoadImage")
+                break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                if process.poll() is not None or time.time() > deadline:
+                    pytest.fail(f"ComfyUI did not start:\n{log_path.read_text()[-3000:]}")
+                time.sleep(0.5)
+        log_text = log_path.read_text()
+        assert "IMPORT FAILED" not in log_text, log_text[-3000:]
+        yield client
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def object_info(comfy):
+    return comfy.get("/object_info")
+
+
+def _outputs(entry: dict, node_id: str) -> list[dict]:
+    return entry["outputs"].get(node_id, {}).get("images", [])
+
+
+def _error(entry: dict) -> str:
+    for kind, data in entry["status"].get("messages", []):
+        if kind == "execution_error":
+            return f"{data.get('exception_type')}: {data.get('exception_message')}"
+    return ""
+
+
+# ----------------------------------------------------------------------------------------------------- tests
+
+def test_every_node_is_registered(object_info):
+    ours = {k for k, v in object_info.items() if v.get("category") == "Arc2Face"}
+    snapshot = json.loads((REPO / "tests" / "data" / "object_info.json").read_text())
+    assert ours == {k for k, v in snapshot.items() if v.get("category") == "Arc2Face"}
+    assert all(object_info[k]["description"] for k in ours)
+
+
+def test_node_definition_snapshot_is_current(object_info):
+    """CI checks the workflows against tests/data/object_info.json: it must equal what this ComfyUI serves."""
+    snapshot = json.loads((REPO / "tests" / "data" / "object_info.json").read_text())
+    stale = [name for name, info in snapshot.items() if normalise_node_info(name, object_info[name]) != info]
+    assert not stale, f"run scripts/snapshot_object_info.py: {stale} changed"
+
+
+def _workflow_prompt(name: str, object_info: dict) -> dict:
+    workflow = json.loads((REPO / "workflows" / f"{name}.json").read_text())
+    assert check_ui_workflow(workflow, object_info, FILE_COMBOS) == []
+    prompt = ui_to_api(workflow, object_info)
+    for node in prompt.values():
+        if node["class_type"] in ("Arc2FaceSampler", "KSampler", "EmptyLatentImage"):
+            node["inputs"].update({k: v for k, v in FAST.items() if k in node["inputs"]})
+    return prompt
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_IMAGES))
+def test_workflow_runs_end_to_end(comfy, object_info, name):
+    prompt = _workflow_prompt(name, object_info)
+    entry = comfy.run(prompt)
+    assert entry["status"]["status_str"] == "success", _error(entry)
+    save_id = next(i for i, n in prompt.items() if n["class_type"] == "SaveImage")
+    preview_id = next(i for i, n in prompt.items() if n["class_type"] == "PreviewImage")
+    saved = _outputs(entry, save_id)
+    assert len(saved) == EXPECTED_IMAGES[name]
+    assert len(_outputs(entry, preview_id)) == EXPECTED_FACES[name]
+    from PIL import Image
+
+    for image in saved:
+        path = comfy.root / "output" / image["subfolder"] / image["filename"]
+        assert Image.open(path).size == (64, 64)
+
+
+def test_no_face_is_an_error_that_names_the_image(comfy):
+    prompt = {
+        "1": {"class_type": "Arc2FaceArcFaceLoader", "inputs": {"provider": "auto", "det_size": 640}},
+        "2": {"class_type": "LoadImage", "inputs": {"image": "arc2face_black.png"}},
+        "3": {"class_type": "Arc2FaceArcFaceEmbed", "inputs": {"arcface": ["1", 0], "image": ["2", 0],
+                                                              "face": "largest"}},
+        "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 1]}},
+    }
+    entry = comfy.run(prompt)
+    assert entry["status"]["status_str"] == "error"
+    assert "NoFaceError: No face found in image 1 of 1 (512x512 pixels)" in _error(entry)
+
+
+def test_an_explicit_gpu_provider_that_cannot_run_is_an_error(comfy):
+    """No GPU here: asking for CUDA must fail loudly (not silently run on the CPU)."""
+    prompt = {
+        "1": {"class_type": "Arc2FaceArcFaceLoader", "inputs": {"provider": "CUDA", "det_size": 640}},
+        "2": {"class_type": "LoadImage", "inputs": {"image": "arc2face_face.png"}},
+        "3": {"class_type": "Arc2FaceArcFaceEmbed", "inputs": {"arcface": ["1", 0], "image": ["2", 0],
+                                                              "face": "largest"}},
+        "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 1]}},
+    }
+    entry = comfy.run(prompt)
+    assert entry["status"]["status_str"] == "error"
+    error = _error(entry)
+    kind, _, message = error.partition(": ")
+    assert kind.endswith("ProviderError") and "CUDAExecutionProvider" in message, error
+
+
+def _identities_prompt(images: list[str]) -> dict:
+    """Nodes 1-7: models, the photos as one batch, embeddings, conditioning (positive 6:0, negative 6:1)."""
+    prompt = {
+        "1": {"class_type": "Arc2FaceModelLoader", "inputs": {"weight_dtype": "auto"}},
+        "2": {"class_type": "Arc2FaceArcFaceLoader", "inputs": {"provider": "auto", "det_size": 640}},
+        "3": {"class_type": "LoadImage", "inputs": {"image": images[0]}},
+        "5": {"class_type": "Arc2FaceArcFaceEmbed", "inputs": {"arcface": ["2", 0], "image": ["3", 0],
+                                                              "face": "largest"}},
+        "6": {"class_type": "Arc2FaceEncoder", "inputs": {"encoder": ["1", 1], "embeds": ["5", 0]}},
+    }
+    if len(images) == 2:
+        prompt["4"] = {"class_type": "LoadImage", "inputs": {"image": images[1]}}
+        prompt["7"] = {"class_type": "ImageBatch", "inputs": {"image1": ["3", 0], "image2": ["4", 0]}}
+        prompt["5"]["inputs"]["image"] = ["7", 0]
+    return prompt
+
+
+SAMPLING = {"seed": 1234, "steps": 2, "cfg": 3.0, "sampler_name": "dpmpp_2m", "scheduler": "normal"}
+
+
+def _saved_latent(comfy: Comfy, prefix: str):
+    from safetensors.torch import load_file
+
+    files = sorted((comfy.root / "output" / "latents").glob(f"{prefix}_*.latent"))
+    return load_file(str(files[-1]))["latent_tensor"]
+
+
+def test_sampler_equals_stock_ksampler_to_the_bit(comfy):
+    tag = uuid.uuid4().hex[:8]
+    prompt = _identities_prompt(["arc2face_person_a.png", "arc2face_person_b.png"])
+    prompt["10"] = {"class_type": "Arc2FaceSampler", "inputs": dict(
+        SAMPLING, model=["1", 0], positive=["6", 0], negative=["6", 1], width=64, height=64, images_per_id=1)}
+    prompt["11"] = {"class_type": "SaveLatent", "inputs": {"samples": ["10", 0], "filename_prefix": f"latents/a_{tag}"}}
+    prompt["12"] = {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 2}}
+    prompt["13"] = {"class_type": "KSampler", "inputs": dict(
+        SAMPLING, model=["1", 0], positive=["6", 0], negative=["6", 1], latent_image=["12", 0], denoise=1.0)}
+    prompt["14"] = {"class_type": "SaveLatent", "inputs": {"samples": ["13", 0], "filename_prefix": f"latents/k_{tag}"}}
+    entry = comfy.run(prompt)
+    assert entry["status"]["status_str"] == "success", _error(entry)
+    ours, stock = _saved_latent(comfy, f"a_{tag}"), _saved_latent(comfy, f"k_{tag}")
+    assert ours.shape == (2, 4, 8, 8)
+    assert np.array_equal(ours.numpy(), stock.numpy())
+    assert not np.allclose(ours[0].numpy(), ours[1].numpy())   # two identities, two different results
+
+
+def test_images_per_id_take_the_ksampler_noise_of_their_batch_index(comfy):
+    """Image j of identity i == KSampler on identity i alone with batch_index i*k+j (same seed)."""
+    tag = uuid.uuid4().hex[:8]
+    k = 2
+    prompt = _identities_prompt(["arc2face_person_a.png", "arc2face_person_b.png"])
+    prompt["10"] = {"class_type": "Arc2FaceSampler", "inputs": dict(
+        SAMPLING, model=["1", 0], positive=["6", 0], negative=["6", 1], width=64, height=64, images_per_id=k)}
+    prompt["11"] = {"class_type": "SaveLatent", "inputs": {"samples": ["10", 0], "filename_prefix": f"latents/g_{tag}"}}
+    # identity b alone: its own embedding, the batch indices 2 and 3 of a 4-image batch
+    prompt.update({
+        "20": {"class_type": "Arc2FaceArcFaceEmbed", "inputs": {"arcface": ["2", 0], "image": ["4", 0],
+                                                               "face": "largest"}},
+        "21": {"class_type": "Arc2FaceEncoder", "inputs": {"encoder": ["1", 1], "embeds": ["20", 0]}},
+        "22": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 4}},
+        "23": {"class_type": "LatentFromBatch", "inputs": {"samples": ["22", 0], "batch_index": 2, "length": 2}},
+        "24": {"class_type": "KSampler", "inputs": dict(SAMPLING, model=["1", 0], positive=["21", 0],
+                                                        negative=["21", 1], latent_image=["23", 0], denoise=1.0)},
+        "25": {"class_type": "SaveLatent", "inputs": {"samples": ["24", 0], "filename_prefix": f"latents/b_{tag}"}},
+    })
+    entry = comfy.run(prompt)
+    assert entry["status"]["status_str"] == "success", _error(entry)
+    grouped, alone = _saved_latent(comfy, f"g_{tag}"), _saved_latent(comfy, f"b_{tag}")
+    assert grouped.shape == (4, 4, 8, 8) and alone.shape == (2, 4, 8, 8)
+    # Same noise and conditioning; only the batch the UNet sees differs (4 vs 2 rows), so allow float rounding.
+    np.testing.assert_allclose(grouped[2:].numpy(), alone.numpy(), rtol=1e-4, atol=1e-3)
+    assert not np.allclose(grouped[0].numpy(), grouped[2].numpy(), atol=1e-2)

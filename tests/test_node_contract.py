@@ -1,0 +1,155 @@
+"""The public node contract of NODES.md: ids, display names, socket types, widget order, outputs.
+
+Shared workflows depend on these, so they are spelled out here as data. They are checked against the node classes
+(imported without ComfyUI) and against tests/data/object_info.json, the definitions a real ComfyUI serves (the
+integration test keeps that snapshot current).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.machinery
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SNAPSHOT = json.loads((REPO / "tests" / "data" / "object_info.json").read_text())
+
+# id: (display name, [(required input, type)], [(output, type)])  — types: socket type, or the widget kind
+CONTRACT = {
+    "Arc2FaceArcFaceLoader": ("Arc2Face ArcFace Loader", [("provider", "COMBO"), ("det_size", "INT")],
+                              [("arcface", "ARCFACE")]),
+    "Arc2FaceArcFaceEmbed": ("ArcFace Embed", [("arcface", "ARCFACE"), ("image", "IMAGE"), ("face", "COMBO")],
+                             [("embeds", "ARCFACE_EMBEDS"), ("faces", "IMAGE")]),
+    "Arc2FaceModelLoader": ("Arc2Face Model Loader", [("weight_dtype", "COMBO")],
+                            [("model", "MODEL"), ("encoder", "ARC2FACE_ENCODER")]),
+    "Arc2FaceEncoder": ("Arc2Face Encoder", [("encoder", "ARC2FACE_ENCODER"), ("embeds", "ARCFACE_EMBEDS")],
+                        [("positive", "CONDITIONING"), ("negative", "CONDITIONING")]),
+    "Arc2FaceSampler": ("Arc2Face Sampler",
+                        [("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
+                         ("seed", "INT"), ("steps", "INT"), ("cfg", "FLOAT"), ("sampler_name", "COMBO"),
+                         ("scheduler", "COMBO"), ("width", "INT"), ("height", "INT"), ("images_per_id", "INT")],
+                        [("latent", "LATENT")]),
+    "Arc2FaceEmbeddingBlend": ("Embedding Blend", [("embeds_a", "ARCFACE_EMBEDS"), ("embeds_b", "ARCFACE_EMBEDS"),
+                                                   ("weight", "FLOAT"), ("method", "COMBO")],
+                               [("embeds", "ARCFACE_EMBEDS")]),
+    "Arc2FaceEmbeddingAverage": ("Embedding Average", [("embeds", "ARCFACE_EMBEDS"), ("method", "COMBO")],
+                                 [("embeds", "ARCFACE_EMBEDS")]),
+}
+DEFAULTS = {
+    ("Arc2FaceArcFaceLoader", "det_size"): 640, ("Arc2FaceArcFaceLoader", "provider"): "auto",
+    ("Arc2FaceArcFaceEmbed", "face"): "largest", ("Arc2FaceModelLoader", "weight_dtype"): "auto",
+    ("Arc2FaceSampler", "steps"): 25, ("Arc2FaceSampler", "cfg"): 3.0, ("Arc2FaceSampler", "width"): 512,
+    ("Arc2FaceSampler", "height"): 512, ("Arc2FaceSampler", "images_per_id"): 1,
+    ("Arc2FaceSampler", "sampler_name"): "dpmpp_2m", ("Arc2FaceEmbeddingBlend", "weight"): 0.5,
+}
+COMBO_START = {  # the options a combo must begin with, in this order
+    ("Arc2FaceArcFaceLoader", "provider"): ["auto", "CPU", "CUDA"],
+    ("Arc2FaceArcFaceEmbed", "face"): ["largest", "0", "1"],
+    ("Arc2FaceModelLoader", "weight_dtype"): ["auto", "fp16", "bf16", "fp32"],
+    ("Arc2FaceEmbeddingBlend", "method"): ["slerp", "linear"],
+    ("Arc2FaceEmbeddingAverage", "method"): ["mean", "median"],
+}
+OPTIONAL = {"Arc2FaceSampler": [("latent_image", "LATENT"), ("denoise", "FLOAT")]}
+
+
+@pytest.fixture(scope="module")
+def pack():
+    """The pack's ``nodes`` package, imported as ComfyUI imports it (a subpackage), but without ComfyUI."""
+    name = "arc2face_pack_under_test"
+    if name not in sys.modules:
+        spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+        package = importlib.util.module_from_spec(spec)
+        package.__path__ = [str(REPO)]
+        sys.modules[name] = package
+    return importlib.import_module(f"{name}.nodes")
+
+
+def _kind(spec) -> str:
+    return "COMBO" if isinstance(spec[0], list) else spec[0]
+
+
+def _class_info(cls) -> dict:
+    """What ComfyUI's /object_info makes of a node class (JSON round trip turns tuples into lists)."""
+    return json.loads(json.dumps({
+        "input": cls.INPUT_TYPES(), "output": list(cls.RETURN_TYPES), "output_name": list(cls.RETURN_NAMES),
+        "category": cls.CATEGORY, "description": cls.DESCRIPTION, "output_tooltips": list(cls.OUTPUT_TOOLTIPS)}))
+
+
+@pytest.mark.parametrize("node_id", sorted(CONTRACT))
+def test_snapshot_matches_the_contract(node_id):
+    display, required, outputs = CONTRACT[node_id]
+    info = SNAPSHOT[node_id]
+    assert info["display_name"] == display and info["category"] == "Arc2Face"
+    assert info["input_order"]["required"] == [name for name, _ in required]
+    assert [(n, _kind(info["input"]["required"][n])) for n in info["input_order"]["required"]] == required
+    assert list(zip(info["output_name"], info["output"])) == outputs
+    optional = info["input"].get("optional", {})
+    for name, kind in OPTIONAL.get(node_id, []):
+        assert _kind(optional[name]) == kind
+    for (nid, name), default in DEFAULTS.items():
+        if nid == node_id:
+            assert info["input"]["required"][name][1]["default"] == default
+    for (nid, name), start in COMBO_START.items():
+        if nid == node_id:
+            assert info["input"]["required"][name][0][: len(start)] == start
+
+
+def test_sampler_defaults_to_the_papers_solver():
+    scheduler = SNAPSHOT["Arc2FaceSampler"]["input"]["required"]["scheduler"]
+    assert scheduler[1]["default"] == "normal" and "normal" in scheduler[0]
+
+
+def test_every_input_has_a_tooltip_and_every_node_a_description():
+    for node_id, info in SNAPSHOT.items():
+        if info["category"] != "Arc2Face":
+            continue
+        assert len(info["description"]) > 40, node_id
+        assert len(info["output_tooltips"]) == len(info["output"]), node_id
+        for section in info["input"].values():
+            for name, spec in section.items():
+                assert spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
+
+
+def test_registered_classes(pack):
+    ids = set(pack.NODE_CLASS_MAPPINGS)
+    assert set(CONTRACT) <= ids
+    assert ids == {k for k, v in SNAPSHOT.items() if v["category"] == "Arc2Face"}
+    assert set(pack.NODE_DISPLAY_NAME_MAPPINGS) == ids
+    for node_id, cls in pack.NODE_CLASS_MAPPINGS.items():
+        assert SNAPSHOT[node_id]["display_name"] == pack.NODE_DISPLAY_NAME_MAPPINGS[node_id]
+        assert callable(getattr(cls, cls.FUNCTION))
+
+
+def test_classes_equal_the_snapshot(pack):
+    """Node classes whose definitions need no ComfyUI import are compared field by field with the snapshot."""
+    checked = []
+    for node_id, cls in pack.NODE_CLASS_MAPPINGS.items():
+        try:
+            info = _class_info(cls)
+        except ModuleNotFoundError as err:   # the sampler lists ComfyUI's own samplers
+            assert err.name.startswith("comfy"), err
+            continue
+        snap = SNAPSHOT[node_id]
+        for key, value in info.items():
+            assert snap[key] == value, f"{node_id}.{key} differs from tests/data/object_info.json"
+        checked.append(node_id)
+    assert len(checked) >= len(pack.NODE_CLASS_MAPPINGS) - 1
+
+
+def test_importing_the_nodes_loads_no_heavy_engine_module(pack):
+    """Registration is cheap: insightface/onnxruntime/diffusers load only when a node runs."""
+    heavy = {"insightface", "diffusers", "onnx", "onnxruntime", "cv2", "transformers", "safetensors"}
+    code = ("import importlib.machinery, importlib.util, sys\n"
+            f"spec = importlib.machinery.ModuleSpec('p', None, is_package=True)\n"
+            "pkg = importlib.util.module_from_spec(spec); pkg.__path__ = [sys.argv[1]]; sys.modules['p'] = pkg\n"
+            "import p.nodes\n"
+            f"print(sorted(m for m in {sorted(heavy)!r} if m in sys.modules))")
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", code, str(REPO)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

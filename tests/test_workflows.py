@@ -1,0 +1,116 @@
+"""The shipped workflows: loadable in the web UI (widgets, links, types) and generated from their specs.
+
+Checked against tests/data/object_info.json, the node definitions of a real ComfyUI (kept current by the integration
+test, which also runs every workflow in a real server).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from builders.ui_workflows import FILE_COMBOS, build_ui_workflow, check_ui_workflow, ui_to_api, widgets
+
+REPO = Path(__file__).resolve().parents[1]
+SNAPSHOT = json.loads((REPO / "tests" / "data" / "object_info.json").read_text())
+REQUIRED = {"arc2face_basic", "arc2face_average", "arc2face_blend", "arc2face_ksampler"}
+
+
+def load(name: str) -> dict:
+    return json.loads((REPO / "workflows" / f"{name}.json").read_text())
+
+
+def by_type(workflow: dict, node_type: str) -> list[dict]:
+    return [n for n in workflow["nodes"] if n["type"] == node_type]
+
+
+def widget_value(node: dict, name: str):
+    names = [w.name for w in widgets(SNAPSHOT[node["type"]])]
+    return node["widgets_values"][names.index(name)]
+
+
+def test_the_required_workflows_ship():
+    assert {p.stem for p in (REPO / "workflows").glob("*.json")} >= REQUIRED
+
+
+@pytest.mark.parametrize("name", sorted(REQUIRED))
+def test_workflow_is_consistent_with_the_nodes(name):
+    assert check_ui_workflow(load(name), SNAPSHOT, FILE_COMBOS) == []
+
+
+@pytest.mark.parametrize("name", sorted(REQUIRED))
+def test_api_prompt_has_every_required_input(name):
+    prompt = ui_to_api(load(name), SNAPSHOT)
+    for node_id, node in prompt.items():
+        info = SNAPSHOT[node["class_type"]]
+        missing = set(info["input"]["required"]) - set(node["inputs"])
+        assert not missing, f"{name} node {node_id} misses {missing}"
+
+
+def test_what_each_workflow_does():
+    basic = load("arc2face_basic")
+    sampler = by_type(basic, "Arc2FaceSampler")[0]
+    assert widget_value(sampler, "images_per_id") == 4
+    assert (widget_value(sampler, "steps"), widget_value(sampler, "cfg")) == (25, 3.0)
+    assert widget_value(sampler, "sampler_name") == "dpmpp_2m"
+    assert len(by_type(basic, "LoadImage")) == 1
+
+    average = load("arc2face_average")
+    assert len(by_type(average, "LoadImage")) == 3 and len(by_type(average, "Arc2FaceEmbeddingAverage")) == 1
+
+    blend = load("arc2face_blend")
+    interp = by_type(blend, "Arc2FaceEmbeddingInterpolate")[0]
+    assert widget_value(interp, "steps") > 2 and len(by_type(blend, "Arc2FaceArcFaceEmbed")) == 2
+
+    ksampler = load("arc2face_ksampler")
+    assert not by_type(ksampler, "Arc2FaceSampler") and len(by_type(ksampler, "KSampler")) == 1
+    ks = by_type(ksampler, "KSampler")[0]
+    assert (widget_value(ks, "cfg"), widget_value(ks, "steps")) == (3.0, 25)
+    links = {(l[1], l[3], l[4]) for l in ksampler["links"]}
+    encoder = by_type(ksampler, "Arc2FaceEncoder")[0]["id"]
+    assert (encoder, ks["id"], 1) in links and (encoder, ks["id"], 2) in links  # positive and negative
+
+    for name in REQUIRED:
+        vae = by_type(load(name), "VAELoader")[0]
+        assert vae["properties"]["models"][0]["directory"] == "vae"
+
+
+def test_committed_workflows_equal_the_generator_output():
+    spec = importlib.util.spec_from_file_location("build_workflows", REPO / "scripts" / "build_workflows.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for name, make in module.WORKFLOWS.items():
+        nodes, links = make()
+        assert build_ui_workflow(nodes, links, SNAPSHOT) == load(name), f"run scripts/build_workflows.py ({name})"
+
+
+def test_the_checker_finds_broken_workflows():
+    """The consistency test can fail: shifted widgets, a wrong link type, an unconnected input are all caught."""
+    good = load("arc2face_basic")
+    shifted = copy.deepcopy(good)
+    sampler = by_type(shifted, "Arc2FaceSampler")[0]
+    sampler["widgets_values"] = sampler["widgets_values"][1:]
+    assert any("widget values" in p for p in check_ui_workflow(shifted, SNAPSHOT, FILE_COMBOS))
+
+    bad_combo = copy.deepcopy(good)
+    by_type(bad_combo, "Arc2FaceSampler")[0]["widgets_values"][4] = "no_such_sampler"
+    assert any("not one of" in p for p in check_ui_workflow(bad_combo, SNAPSHOT, FILE_COMBOS))
+
+    bad_link = copy.deepcopy(good)
+    bad_link["links"][0][5] = "IMAGE"
+    assert any("link" in p for p in check_ui_workflow(bad_link, SNAPSHOT, FILE_COMBOS))
+
+    unconnected = copy.deepcopy(good)
+    encoder = by_type(unconnected, "Arc2FaceEncoder")[0]
+    link_id = encoder["inputs"][1]["link"]
+    encoder["inputs"][1]["link"] = None
+    unconnected["links"] = [l for l in unconnected["links"] if l[0] != link_id]
+    for node in unconnected["nodes"]:
+        for out in node["outputs"]:
+            if out.get("links") and link_id in out["links"]:
+                out["links"].remove(link_id)
+    assert any("required input 'embeds'" in p for p in check_ui_workflow(unconnected, SNAPSHOT, FILE_COMBOS))
