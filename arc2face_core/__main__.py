@@ -3,7 +3,8 @@
 Identities come from photos (``--image``, one identity each, or one averaged identity with ``--average``), from
 seeded random unit vectors (``--random-identities N``) or from an ``embeddings.pt`` a previous run saved. The output
 folder gets ``id{i:03d}_{j:02d}.png`` (identity i, image j), ``embeddings.pt`` (the identities used, float32 [N, 512])
-and ``settings.json`` (everything needed to make the same images again).
+and ``settings.json`` (everything needed to make the same images again). ``--normal-map`` poses the faces with the
+Arc2Face pose ControlNet (one map for all identities, or one per identity).
 
 The noise of the whole run is one seeded draw (see ``arc2face_core.pipeline``) sliced per batch, so
 ``--ids-per-batch`` changes memory use, not the images. Errors the pack raises on purpose print one message and exit
@@ -62,6 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=DEFAULT_SIZE, help="image width, a multiple of 8")
     p.add_argument("--height", type=int, default=DEFAULT_SIZE, help="image height, a multiple of 8")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise")
+    pose = p.add_argument_group("pose (the Arc2Face pose ControlNet, <models>/arc2face/controlnet/)")
+    pose.add_argument("--normal-map", action="append", type=Path, metavar="FILE",
+                      help="a face normal map (RGB = n*0.5+0.5 on mid-grey, as EMOCA renders it) posing every image; "
+                           "repeat it once per identity to pose each identity its own way")
+    pose.add_argument("--control-scale", type=float, default=None, metavar="S",
+                      help="ControlNet strength (default: 1.0)")
+    pose.add_argument("--control-start", type=float, default=None, metavar="F",
+                      help="fraction of the steps after which the control starts (default: 0.0)")
+    pose.add_argument("--control-end", type=float, default=None, metavar="F",
+                      help="fraction of the steps after which the control ends (default: 1.0)")
     p.add_argument("--ids-per-batch", type=int, default=1, help="identities generated together (memory only)")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace files of an earlier run in --out")
@@ -112,6 +123,44 @@ def load_embeddings(path: Path) -> torch.Tensor:
     return validate_embeds(data, str(path))
 
 
+def read_normal_map(path: Path) -> torch.Tensor:
+    """A normal-map file as a float IMAGE [1, H, W, 3|4] in 0..1 (alpha kept: prepare_normal_map composites it)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            alpha = "A" in image.getbands() or "transparency" in image.info
+            pixels = np.asarray(image.convert("RGBA" if alpha else "RGB"))
+    except OSError as exc:
+        raise InvalidInputError(f"Cannot read the normal map {path}: {exc}") from exc
+    return torch.from_numpy(pixels.astype(np.float32) / 255).unsqueeze(0)
+
+
+def pose(args, count: int) -> tuple[torch.Tensor | None, dict]:
+    """The prepared pose hint [1 or N, 512, 512, 3] (None without one) and the control settings (for generate and
+    settings.json)."""
+    from .controlnet import check_control_range
+    from .pose_hint import check_hint_batch, prepare_normal_map
+
+    control = {"control_scale": 1.0 if args.control_scale is None else args.control_scale,
+               "control_start": 0.0 if args.control_start is None else args.control_start,
+               "control_end": 1.0 if args.control_end is None else args.control_end}
+    if not args.normal_map:
+        given = [name for name in ("control_scale", "control_start", "control_end") if getattr(args, name) is not None]
+        if given:
+            raise InvalidInputError(f"--{given[0].replace('_', '-')} needs a pose: pass --normal-map")
+        return None, {}
+    check_hint_batch(len(args.normal_map), count)
+    check_control_range(control["control_scale"], control["control_start"], control["control_end"])
+    hints = []
+    for path in args.normal_map:   # one at a time: files differ in size, and an error names the file
+        try:
+            hints.append(prepare_normal_map(read_normal_map(path)))
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"{path}: {exc}") from None
+    return torch.cat(hints), dict(control, normal_maps=[str(p) for p in args.normal_map])
+
+
 def identities(args, roots: ModelRoots) -> tuple[torch.Tensor, dict]:
     """The ArcFace embeddings [N, 512] to generate, and how they were made (for settings.json)."""
     from .embeddings import normalize, random_identities
@@ -154,7 +203,7 @@ def check_out_dir(out: Path, names: list[str], overwrite: bool) -> None:
                                 "pass --overwrite to replace them")
 
 
-def settings(args, pipeline, info: dict, names: list[str]) -> dict:
+def settings(args, pipeline, info: dict, names: list[str], pose_info: dict) -> dict:
     import diffusers
 
     from .pipeline import SD15_SCHEDULER_CONFIG
@@ -164,7 +213,7 @@ def settings(args, pipeline, info: dict, names: list[str]) -> dict:
         "guidance_scale": args.cfg, "width": args.width, "height": args.height, "seed": args.seed,
         "noise": "torch.randn((N*k, C, H/f, W/f), generator=torch.Generator('cpu').manual_seed(seed)); "
                  "row i*k+j = image j of identity i",
-        "scheduler": {"DPMSolverMultistepScheduler.from_config": SD15_SCHEDULER_CONFIG},
+        "scheduler": {"DPMSolverMultistepScheduler.from_config": SD15_SCHEDULER_CONFIG}, "pose": pose_info or None,
         "device": str(pipeline.device), "dtype": str(pipeline.dtype).replace("torch.", ""),
         "files": pipeline.files, "images": names, "embeddings": EMBEDDINGS_FILE,
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
@@ -187,18 +236,22 @@ def run(args) -> int:
     count, k = embeds.shape[0], args.images_per_id
     names = image_names(count, k)
     check_out_dir(args.out, names, args.overwrite)
+    hint, pose_info = pose(args, count)
+    control = {name: value for name, value in pose_info.items() if name.startswith("control_")}
     vae = args.vae if args.vae is not None else args.models / "vae" / "sd15_vae.safetensors"
-    pipeline = Arc2FacePipeline.load(roots, vae, device=device, dtype=dtype, download=args.download)
+    pipeline = Arc2FacePipeline.load(roots, vae, device=device, dtype=dtype, download=args.download,
+                                     controlnet=hint is not None)
     noise = pipeline.noise(count * k, args.width, args.height, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     torch.save(embeds.cpu().contiguous(), args.out / EMBEDDINGS_FILE)
-    (args.out / SETTINGS_FILE).write_text(json.dumps(settings(args, pipeline, info, names), indent=2))
+    (args.out / SETTINGS_FILE).write_text(json.dumps(settings(args, pipeline, info, names, pose_info), indent=2))
     for start in range(0, count, args.ids_per_batch):
         stop = min(start + args.ids_per_batch, count)
         which = f"identity {stop}" if stop - start == 1 else f"identities {start + 1}-{stop}"
         progress = None if args.quiet else _progress(f"{which} of {count}")
+        hints = hint if hint is None or hint.shape[0] == 1 else hint[start:stop]   # one per identity: its slice
         images = pipeline.generate(embeds[start:stop], k, args.steps, args.cfg, args.width, args.height,
-                                   noise=noise[start * k:stop * k], progress=progress)
+                                   noise=noise[start * k:stop * k], progress=progress, hint=hints, **control)
         for name, image in zip(names[start * k:stop * k], images):
             Image.fromarray(image).save(args.out / name)
     if not args.quiet:

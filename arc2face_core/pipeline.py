@@ -22,6 +22,8 @@ import numpy as np
 import torch
 
 from .checkpoints import check_finite, load_state_dict
+from .controlnet import check_control_range, check_controlnet_fits, control_active, control_image, find_controlnet, \
+    load_controlnet
 from .embeddings import validate_embeds
 from .encoder import Arc2FaceIDEncoder, find_id_encoder, load_id_encoder
 from .errors import CorruptWeightsError, InvalidInputError, WeightsNotFoundError, WrongModelError
@@ -187,10 +189,11 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 
 class Arc2FacePipeline:
-    """Arc2Face UNet + ID encoder + SD1.5 VAE + DPM-Solver++: ArcFace embeddings in, images out."""
+    """Arc2Face UNet + ID encoder + SD1.5 VAE + DPM-Solver++: ArcFace embeddings in, images out; optionally the
+    pose ControlNet (``controlnet``), steered by a normal-map hint."""
 
-    def __init__(self, unet, vae, encoder: Arc2FaceIDEncoder, *, device: str | torch.device = "cpu",
-                 dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, unet, vae, encoder: Arc2FaceIDEncoder, *, controlnet=None,
+                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> None:
         if unet.config.cross_attention_dim != encoder.hidden_size:
             raise WrongModelError(f"the UNet attends to {unet.config.cross_attention_dim}-d tokens but the encoder "
                                   f"makes {encoder.hidden_size}-d ones: they are not Arc2Face's pair")
@@ -202,22 +205,32 @@ class Arc2FacePipeline:
         self.unet = torch.nn.Module.to(unet, self.device, dtype)
         self.vae = torch.nn.Module.to(vae, self.device, dtype)
         self.encoder = encoder.to(self.device, dtype)
+        if controlnet is not None:
+            check_controlnet_fits(controlnet, unet, self.vae_scale_factor)
+            controlnet = torch.nn.Module.to(controlnet, self.device, dtype)
+        self.controlnet = controlnet
         self.files: dict[str, str] = {}   # where each part came from, filled in by load()
 
     @classmethod
     def load(cls, roots: ModelRoots, vae_path: str | os.PathLike, device: str | torch.device = "cpu",
              dtype: torch.dtype = torch.float32, download: bool = False,
-             vae_config: Optional[dict] = None) -> "Arc2FacePipeline":
-        """Find every file first and load the small VAE before the big UNet, so a missing or wrong file is reported
-        before anything heavy loads.
+             vae_config: Optional[dict] = None, controlnet: bool = False) -> "Arc2FacePipeline":
+        """Find every file first and load the small VAE (and the ControlNet) before the big UNet, so a missing or
+        wrong file is reported before anything heavy loads.
 
-        ``download`` fetches missing Arc2Face files from Hugging Face; the VAE is never downloaded.
+        ``download`` fetches missing Arc2Face files from Hugging Face; the VAE is never downloaded. ``controlnet``
+        loads the pose ControlNet (``<arc2face root>/controlnet/``) too.
         """
         unet_files = find_unet(roots.arc2face, download=download)
         encoder_files = find_id_encoder(roots.arc2face, download=download)
+        control_files = find_controlnet(roots.arc2face, download=download) if controlnet else None
         vae = load_vae(vae_path, vae_config)   # first: a missing or wrong VAE is reported before the big UNet loads
-        pipeline = cls(load_unet(*unet_files), vae, load_id_encoder(*encoder_files), device=device, dtype=dtype)
+        control = load_controlnet(*control_files) if control_files else None
+        pipeline = cls(load_unet(*unet_files), vae, load_id_encoder(*encoder_files), controlnet=control,
+                       device=device, dtype=dtype)
         pipeline.files = {"unet": str(unet_files[0]), "encoder": str(encoder_files[0]), "vae": str(vae_path)}
+        if control_files:
+            pipeline.files["controlnet"] = str(control_files[0])
         return pipeline
 
     @property
@@ -248,19 +261,36 @@ class Arc2FacePipeline:
 
     @torch.no_grad()
     def denoise(self, positive: torch.Tensor, negative: torch.Tensor, noise: torch.Tensor, steps: int = DEFAULT_STEPS,
-                guidance_scale: float = DEFAULT_GUIDANCE, progress: Optional[Progress] = None) -> torch.Tensor:
+                guidance_scale: float = DEFAULT_GUIDANCE, progress: Optional[Progress] = None,
+                control: Optional[torch.Tensor] = None, control_scale: float = 1.0, control_start: float = 0.0,
+                control_end: float = 1.0) -> torch.Tensor:
         """diffusers' SD1.5 loop: epsilon prediction, CFG on cat([negative, positive]); returns the final latents.
 
         As in diffusers (hence the reference), guidance_scale <= 1 runs the positive alone, without CFG.
+        ``control`` ([B, 3, H, W] in 0..1, see ``controlnet.control_image``) runs the ControlNet on the UNet's input
+        and context in the steps of [control_start, control_end] (diffusers' ControlNet pipeline, guess mode off):
+        both CFG halves get the control, and its residuals, times ``control_scale``, go into the UNet.
         """
         scheduler = make_scheduler()  # a fresh one per call: DPM-Solver keeps the previous steps' outputs
         scheduler.set_timesteps(steps, device=self.device)
         cfg = guidance_scale > 1.0
         context = torch.cat([negative, positive]) if cfg else positive
         latents = noise.to(self.device, self.dtype) * scheduler.init_noise_sigma
-        for index, t in enumerate(scheduler.timesteps):
+        if control is not None:
+            if self.controlnet is None:
+                raise InvalidInputError("a control image needs the pose ControlNet: load with controlnet=True")
+            control = control.to(self.device, self.dtype)
+            control = torch.cat([control] * 2) if cfg else control
+        timesteps = scheduler.timesteps
+        for index, t in enumerate(timesteps):
             x = scheduler.scale_model_input(torch.cat([latents] * 2) if cfg else latents, t)
-            eps = self.unet(x, t, encoder_hidden_states=context).sample
+            residuals = {}
+            if control is not None and control_scale and control_active(index, len(timesteps), control_start,
+                                                                        control_end):
+                down, mid = self.controlnet(x, t, encoder_hidden_states=context, controlnet_cond=control,
+                                            conditioning_scale=control_scale, return_dict=False)
+                residuals = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+            eps = self.unet(x, t, encoder_hidden_states=context, **residuals).sample
             if cfg:
                 uncond, cond = eps.chunk(2)
                 eps = uncond + guidance_scale * (cond - uncond)
@@ -276,12 +306,16 @@ class Arc2FacePipeline:
 
     def generate(self, embeds: torch.Tensor, images_per_id: int = 4, steps: int = DEFAULT_STEPS,
                  guidance_scale: float = DEFAULT_GUIDANCE, width: int = DEFAULT_SIZE, height: int = DEFAULT_SIZE,
-                 seed: int = 0, noise: Optional[torch.Tensor] = None,
-                 progress: Optional[Progress] = None) -> np.ndarray:
+                 seed: int = 0, noise: Optional[torch.Tensor] = None, progress: Optional[Progress] = None,
+                 hint: Optional[torch.Tensor] = None, control_scale: float = 1.0, control_start: float = 0.0,
+                 control_end: float = 1.0) -> np.ndarray:
         """ArcFace embeddings [N, 512] → uint8 images [N*k, H, W, 3] RGB, image j of identity i at row i*k + j.
 
         ``noise`` replaces the seeded draw (a float tensor of the shape ``self.noise`` returns), e.g. a slice of a
         bigger draw so a dataset made in several batches equals one made in one.
+        ``hint`` (``pose_hint.prepare_normal_map``'s [1 or N, 512, 512, 3]) poses the faces with the ControlNet:
+        one hint for every image or one per identity; ``control_*`` as diffusers' controlnet_conditioning_scale and
+        control_guidance_start/end.
         """
         embeds = validate_embeds(embeds, "embeds")
         _check_count("images_per_id", images_per_id)
@@ -297,8 +331,15 @@ class Arc2FacePipeline:
               or not torch.isfinite(noise).all()):
             got = f"{noise.dtype} {list(noise.shape)}" if isinstance(noise, torch.Tensor) else type(noise).__name__
             raise InvalidInputError(f"noise must be a finite float tensor of shape {list(expected)}, got {got}")
+        control = None
+        if hint is not None:
+            if self.controlnet is None:
+                raise InvalidInputError("a pose hint needs the pose ControlNet: load the pipeline with controlnet=True")
+            check_control_range(control_scale, control_start, control_end)
+            control = control_image(hint, embeds.shape[0], images_per_id, height, width)
         positive, negative = self.conditioning(embeds, images_per_id)
-        latents = self.denoise(positive, negative, noise, steps, guidance_scale, progress)
+        latents = self.denoise(positive, negative, noise, steps, guidance_scale, progress, control, control_scale,
+                               control_start, control_end)
         return to_uint8(self.decode(latents))
 
 

@@ -66,3 +66,27 @@ def tiny_pipeline(tiny_arc2face_root, tiny_vae_folder):
     from arc2face_core.weights import ModelRoots
 
     return Arc2FacePipeline.load(ModelRoots(arc2face=[tiny_arc2face_root]), tiny_vae_folder)
+
+
+# ---------------------------------------------------------------------------------- tiny pose ControlNet
+from builders.tiny_diffusers import write_tiny_controlnet  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_controlnet_root(tmp_path_factory, tiny_arc2face_root):
+    """An ``arc2face`` root like ``tiny_arc2face_root`` (same encoder and UNet) plus a tiny random ControlNet under
+    controlnet/, in diffusers' layout."""
+    root = tmp_path_factory.mktemp("arc2face_controlnet")
+    for part in ("encoder", "arc2face"):
+        link_or_copy(tiny_arc2face_root / part, root / part)
+    write_tiny_controlnet(root, seed=2)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_control_pipeline(tiny_controlnet_root, tiny_vae_folder):
+    """Arc2FacePipeline on the tiny UNet, encoder and VAE with the tiny pose ControlNet (CPU, fp32)."""
+    from arc2face_core.pipeline import Arc2FacePipeline
+    from arc2face_core.weights import ModelRoots
+
+    return Arc2FacePipeline.load(ModelRoots(arc2face=[tiny_controlnet_root]), tiny_vae_folder, controlnet=True)

@@ -102,3 +102,47 @@ def write_tiny_vae_file(path: Path, *, seed: int = 1, legacy_attention_names: bo
             renamed[key] = value
         sd = renamed
     return _save(sd, Path(path))
+
+
+# ------------------------------------------------------------------------------------- tiny pose ControlNet
+# The tiny UNet's architecture (its residuals must fit the UNet's skip connections). The hint embedding downsamples by
+# 2 ** (len(conditioning_embedding_out_channels) - 1) = 2, the tiny VAE's factor (SD1.5: 4 entries, 8), so a 64x64
+# hint meets 32x32 latents.
+TINY_CONTROLNET_CONFIG = {
+    "_class_name": "ControlNetModel",
+    **{k: TINY_UNET_CONFIG[k] for k in ("act_fn", "attention_head_dim", "block_out_channels", "cross_attention_dim",
+                                         "down_block_types", "downsample_padding", "flip_sin_to_cos", "freq_shift",
+                                         "in_channels", "layers_per_block", "mid_block_scale_factor", "norm_eps",
+                                         "norm_num_groups")},
+    "conditioning_embedding_out_channels": [4, 8],
+    "controlnet_conditioning_channel_order": "rgb",
+}
+assert 2 ** (len(TINY_CONTROLNET_CONFIG["conditioning_embedding_out_channels"]) - 1) == TINY_VAE_SCALE
+
+
+# Gain of the hint embedding's weights (a stack of convolutions from the hint to the first feature map). At the
+# common 0.5 its output would be ~1/50 of the UNet's conv_in features and every hint would look alike; at 1.5 it is of
+# the same order, so different poses give visibly different images, as with the trained model.
+HINT_EMBEDDING_GAIN = 1.5
+
+
+def tiny_controlnet_state_dict(seed: int = 2, config: dict | None = None) -> dict[str, torch.Tensor]:
+    """Every tensor random, the zero convolutions included: a trained ControlNet's are not zero."""
+    from diffusers import ControlNetModel
+
+    with torch.device("meta"):
+        controlnet = ControlNetModel(**_init_args(config or TINY_CONTROLNET_CONFIG))
+    sd = random_like_module(controlnet, seed, torch.float32, gain=0.5)
+    for name in sd:
+        if name.startswith("controlnet_cond_embedding.") and name.endswith(".weight"):
+            sd[name] = sd[name] * (HINT_EMBEDDING_GAIN / 0.5)
+    return sd
+
+
+def write_tiny_controlnet(arc2face_root: Path, *, seed: int = 2, config: dict | None = None) -> Path:
+    """``<arc2face_root>/controlnet/{config.json, diffusion_pytorch_model.safetensors}`` (fp32); returns the weights."""
+    config = config or TINY_CONTROLNET_CONFIG
+    folder = Path(arc2face_root) / "controlnet"
+    weights = _save(tiny_controlnet_state_dict(seed, config), folder / "diffusion_pytorch_model.safetensors")
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    return weights

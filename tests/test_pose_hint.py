@@ -1,0 +1,98 @@
+"""Hint preparation for the pose ControlNet: the training form (n·0.5+0.5, mid-grey background, square, 512)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from arc2face_core.errors import InvalidInputError
+from arc2face_core.pose_hint import BACKGROUND, HINT_SIZE, check_hint_batch, prepare_normal_map
+
+
+def sphere_normals(size: int) -> torch.Tensor:
+    """A hemisphere's normals encoded as RGB on a mid-grey background: an analytic normal map."""
+    ys, xs = torch.meshgrid(torch.linspace(1, -1, size), torch.linspace(-1, 1, size), indexing="ij")
+    r2 = xs ** 2 + ys ** 2
+    inside = r2 < 0.8
+    n = torch.stack([xs, ys, torch.sqrt((1 - r2).clamp(min=0))], dim=-1)
+    rgb = torch.where(inside[..., None], n * 0.5 + 0.5, torch.full_like(n, BACKGROUND))
+    return rgb.unsqueeze(0)
+
+
+def test_a_training_like_hint_passes_through_unchanged():
+    hint = sphere_normals(HINT_SIZE)
+    out = prepare_normal_map(hint)
+    assert out.shape == (1, 512, 512, 3) and out.dtype == torch.float32
+    torch.testing.assert_close(out, hint, atol=0, rtol=0)
+    centre = out[0, 256, 256]
+    torch.testing.assert_close(centre, torch.tensor([0.5, 0.5, 1.0]), atol=0.01, rtol=0)
+
+
+@pytest.mark.parametrize("colour", [0.0, 1.0])
+def test_black_or_white_backgrounds_become_mid_grey(colour):
+    hint = sphere_normals(512)
+    background = (hint == BACKGROUND).all(dim=-1)
+    painted = torch.where(background[..., None], torch.full_like(hint, colour), hint)
+    out = prepare_normal_map(painted)
+    assert (out[background] == BACKGROUND).all()
+    torch.testing.assert_close(out[~background], hint[~background], atol=0, rtol=0)
+
+
+def test_alpha_is_composited_on_mid_grey():
+    hint = sphere_normals(512)
+    alpha = torch.zeros(1, 512, 512, 1)
+    alpha[:, 100:400, 100:400] = 1.0
+    alpha[:, 250, 250] = 0.25
+    rgba = torch.cat([torch.rand(1, 512, 512, 3) * 0.2 + 0.4, alpha], dim=-1)
+    rgba[..., :3] = torch.where(alpha > 0, hint, rgba[..., :3])
+    out = prepare_normal_map(rgba)
+    assert (out[0, :100] == BACKGROUND).all()
+    torch.testing.assert_close(out[0, 200, 200], hint[0, 200, 200])
+    torch.testing.assert_close(out[0, 250, 250], hint[0, 250, 250] * 0.25 + BACKGROUND * 0.75)
+
+
+def test_non_square_is_padded_centred_with_grey_then_resized():
+    tall = sphere_normals(256)[:, :, 64:192]           # 256 high, 128 wide
+    out = prepare_normal_map(tall)
+    assert out.shape == (1, 512, 512, 3)
+    assert (out[0, :, :120] == BACKGROUND).all() and (out[0, :, -120:] == BACKGROUND).all()
+    padded = F.pad(tall, (0, 0, 64, 64, 0, 0), value=BACKGROUND)
+    expected = F.interpolate(padded.movedim(-1, 1), size=(512, 512), mode="bilinear", antialias=True,
+                             align_corners=False).movedim(1, -1)
+    torch.testing.assert_close(out, expected.clamp(0, 1), atol=1e-6, rtol=0)
+
+
+def test_downscaling_is_antialiased():
+    stripes = torch.full((1, 1024, 1024, 3), 0.5)
+    stripes[:, :, ::2] = torch.tensor([0.5, 0.5, 1.0])   # alternate columns: a frontal normal and the background
+    out = prepare_normal_map(stripes)
+    # Averaging pairs of columns gives (0.5, 0.5, 0.75) everywhere; nearest-neighbour would keep the stripes.
+    np.testing.assert_allclose(out[0, 200, 100:110, 2].numpy(), 0.75, atol=1e-3)
+
+
+def test_batches_and_a_single_image():
+    batch = torch.cat([sphere_normals(512), torch.full((1, 512, 512, 3), BACKGROUND)])
+    assert prepare_normal_map(batch).shape == (2, 512, 512, 3)
+    assert prepare_normal_map(sphere_normals(512)[0]).shape == (1, 512, 512, 3)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (torch.rand(1, 64, 64, 1), "1 channel"),
+    (torch.rand(1, 64, 64, 2), "2 channel"),
+    (torch.full((1, 64, 64, 3), float("nan")), "NaN"),
+    (torch.rand(1, 64, 64, 3) * 255, "0-255"),
+    (torch.rand(0, 64, 64, 3), "empty"),
+    (torch.rand(64, 64), "shape"),
+])
+def test_bad_normal_maps(bad, message):
+    with pytest.raises(InvalidInputError, match=message):
+        prepare_normal_map(bad)
+
+
+def test_hint_batch_pairs_or_broadcasts():
+    check_hint_batch(1, 3)
+    check_hint_batch(3, 3)
+    with pytest.raises(InvalidInputError, match="batch of 2 but the conditioning holds 3 identities"):
+        check_hint_batch(2, 3)
