@@ -74,6 +74,13 @@ DETECTOR = WeightSpec(
     "insightface/models/antelopev2/scrfd_10g_bnkps.onnx",
     folder=INSIGHTFACE_FOLDER,
 )
+LANDMARKS_3D = WeightSpec(
+    "insightface antelopev2 3D landmark model (1k3d68.onnx)",
+    ("models/antelopev2/1k3d68.onnx",),
+    manual_source=f"the antelopev2 pack ({ANTELOPEV2_URL}); unzip it so the file is at "
+    "insightface/models/antelopev2/1k3d68.onnx",
+    folder=INSIGHTFACE_FOLDER,
+)
 GLINTR100 = "models/antelopev2/glintr100.onnx"
 CONTROLNET = WeightSpec(
     "Arc2Face pose ControlNet",
