@@ -63,6 +63,10 @@ class Arc2FaceSampler:
         identities = identity_count([cond.shape[0] for cond, _ in positive], "positive")
         positive = expand_conditioning(positive, identities, images_per_id, "positive")
         negative = expand_conditioning(negative, identities, images_per_id, "negative")
+        if images_per_id > 1 and identities > 1:
+            copies = {}   # one expanded chain shared by positive and negative, so they still batch together
+            positive = _expand_control_hints(positive, identities, images_per_id, copies)
+            negative = _expand_control_hints(negative, identities, images_per_id, copies)
         total = identities * images_per_id
         if latent_image is None:
             latent = {"samples": empty_latent(total, width, height, mm.intermediate_device())}
@@ -73,6 +77,40 @@ class Arc2FaceSampler:
                 latent["noise_mask"] = expand_latent(latent["noise_mask"], identities, images_per_id)
         return comfy_nodes.common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
                                            latent, denoise=denoise)
+
+
+def _expanded_control(control, identities: int, images_per_id: int, copies: dict):
+    """A ControlNet chain whose per-identity hints (batch N) are laid out like the N·k batch.
+
+    ComfyUI tiles a shorter hint batch (h0, h1, h0, h1), which would pair identity 0's image 2 with identity 1's pose.
+    A control whose hint and predecessors need no change is kept as it is. ``copies`` maps id(original) → result,
+    so a chain shared by positive and negative stays shared.
+    """
+    if control is None:
+        return None
+    if id(control) not in copies:
+        from ..arc2face_core.batching import expand_per_identity
+
+        previous = _expanded_control(control.previous_controlnet, identities, images_per_id, copies)
+        hint = getattr(control, "cond_hint_original", None)
+        per_identity = hint is not None and hint.ndim >= 1 and hint.shape[0] == identities
+        result = control
+        if per_identity or previous is not control.previous_controlnet:
+            result = control.copy()
+            if per_identity:
+                result.cond_hint_original = expand_per_identity(hint, identities, images_per_id, "a ControlNet hint")
+            result.set_previous_controlnet(previous)
+        copies[id(control)] = result
+    return copies[id(control)]
+
+
+def _expand_control_hints(conditioning: list, identities: int, images_per_id: int, copies: dict) -> list:
+    out = []
+    for cond, options in conditioning:
+        if options.get("control") is not None:
+            options = dict(options, control=_expanded_control(options["control"], identities, images_per_id, copies))
+        out.append([cond, options])
+    return out
 
 
 NODE_CLASS_MAPPINGS = {"Arc2FaceSampler": Arc2FaceSampler}

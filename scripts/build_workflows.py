@@ -27,7 +27,9 @@ FILES_NOTE = ("Arc2Face needs (see the pack's README):\n"
               "models/arc2face/arcface.onnx\n"
               "   all from huggingface.co/FoivosPar/Arc2Face\n"
               "models/insightface/models/antelopev2/scrfd_10g_bnkps.onnx (insightface antelopev2)\n"
-              f"models/vae/{VAE_FILE} (SD1.5's VAE: stable-diffusion-v1-5/vae/diffusion_pytorch_model.safetensors)")
+              f"models/vae/{VAE_FILE} (SD1.5's VAE: stable-diffusion-v1-5/vae/diffusion_pytorch_model.safetensors)\n"
+              "Pose workflows also: models/arc2face/controlnet/ (Arc2Face) and antelopev2's 1k3d68.onnx (pose from a "
+              "photo)")
 SAMPLER = {"seed": 42, "seed#control": "randomize", "steps": 25, "cfg": 3.0, "sampler_name": "dpmpp_2m",
            "scheduler": "normal", "width": 512, "height": 512}
 
@@ -44,7 +46,7 @@ def common_head(image_file: str) -> list[NodeSpec]:
                  size=(300, 60)),
         NodeSpec(9, "VAEDecode", (1400, 0), size=(200, 50)),
         NodeSpec(10, "SaveImage", (1640, 0), {"filename_prefix": "arc2face"}, size=(400, 420)),
-        NodeSpec(11, "Note", (0, 700), {"text": FILES_NOTE}, size=(660, 150)),
+        NodeSpec(11, "Note", (0, 1060), {"text": FILES_NOTE}, size=(660, 150)),
     ]
 
 
@@ -101,8 +103,36 @@ def ksampler():
     return nodes, links
 
 
+def _pose(hint_nodes: list[NodeSpec], hint_links: list[tuple], hint_source: int) -> tuple[list, list]:
+    nodes = common_head("arc2face_face.png") + hint_nodes + [
+        NodeSpec(21, "PreviewImage", (720, 520), title="Pose hint", size=(240, 260)),
+        NodeSpec(22, "Arc2FaceControlNetLoader", (720, 140), size=(280, 60)),
+        NodeSpec(23, "Arc2FacePoseControlNet", (1020, 380),
+                 {"strength": 1.0, "start_percent": 0.0, "end_percent": 1.0}, size=(300, 170)),
+        NodeSpec(7, "Arc2FaceSampler", (1020, 0), dict(SAMPLER, images_per_id=4), size=(320, 330))]
+    links = COMMON_LINKS + hint_links + [
+        (4, "embeds", 6, "embeds"), (hint_source, "normal_map", 21, "images"),
+        (6, "positive", 23, "positive"), (6, "negative", 23, "negative"), (22, "control_net", 23, "control_net"),
+        (hint_source, "normal_map", 23, "normal_map"), (1, "model", 7, "model"), (23, "positive", 7, "positive"),
+        (23, "negative", 7, "negative"), (7, "latent", 9, "samples")]
+    return nodes, links
+
+
+def pose():
+    return _pose([NodeSpec(20, "LoadImage", (-380, 320), {"image": "arc2face_pose_reference.png"},
+                           title="Pose reference", size=(320, 330)),
+                  NodeSpec(24, "Arc2FaceNormalMapFromPhoto", (380, 700), {"face": "largest", "shape": "mean face"},
+                           size=(300, 130))],
+                 [(2, "arcface", 24, "arcface"), (20, "IMAGE", 24, "image")], 24)
+
+
+def pose_angles():
+    return _pose([NodeSpec(24, "Arc2FaceNormalMapFromAngles", (380, 700), {"yaw": 30.0, "pitch": 0.0, "roll": 0.0},
+                           size=(300, 110))], [], 24)
+
+
 WORKFLOWS = {"arc2face_basic": basic, "arc2face_average": average, "arc2face_blend": blend,
-             "arc2face_ksampler": ksampler}
+             "arc2face_ksampler": ksampler, "arc2face_pose": pose, "arc2face_pose_angles": pose_angles}
 
 
 def main() -> None:

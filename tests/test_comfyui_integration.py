@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from builders import clip_encoder, onnx_faces, sd15_random
+from builders import clip_encoder, onnx_faces, onnx_landmarks, sd15_random
 from builders.ui_workflows import FILE_COMBOS, check_ui_workflow, normalise_node_info, ui_to_api
 
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
@@ -37,15 +37,18 @@ pytestmark = [
 REPO = Path(__file__).resolve().parents[1]
 PACK_LINK_NAME = "arc2face"
 FAST = {"steps": 2, "width": 64, "height": 64}   # a full-size UNet on CPU: keep images tiny
-EXPECTED_IMAGES = {"arc2face_basic": 4, "arc2face_average": 4, "arc2face_blend": 5, "arc2face_ksampler": 1}
-EXPECTED_FACES = {"arc2face_basic": 1, "arc2face_average": 3, "arc2face_blend": 1, "arc2face_ksampler": 1}
+EXPECTED_IMAGES = {"arc2face_basic": 4, "arc2face_average": 4, "arc2face_blend": 5, "arc2face_ksampler": 1,
+                   "arc2face_pose": 4, "arc2face_pose_angles": 4}
+EXPECTED_FACES = {"arc2face_basic": 1, "arc2face_average": 3, "arc2face_blend": 1, "arc2face_ksampler": 1,
+                  "arc2face_pose": 1, "arc2face_pose_angles": 1}
+REFERENCE_POSE = (10.0, -25.0, 5.0)   # pitch, yaw, roll the rigged 1k3d68 model reports for the astronaut
 
 
 # ----------------------------------------------------------------------------------------------------- setup
 
 def _builders_stamp() -> str:
     digest = hashlib.sha256()
-    for module in (clip_encoder, onnx_faces, sd15_random):
+    for module in (clip_encoder, onnx_faces, onnx_landmarks, sd15_random):
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()[:16]
 
@@ -61,7 +64,27 @@ def _write_models(models: Path) -> None:
     onnx_faces.build_rigged_detector(models / "insightface/models/antelopev2/scrfd_10g_bnkps.onnx",
                                      [onnx_faces.astronaut_face()], (512, 512))
     sd15_random.write_vae(models / "vae" / "sd15_vae.safetensors")
+    from arc2face_core.normal_render import rotation_from_angles
+
+    onnx_landmarks.build_rigged_landmarks(models / "insightface/models/antelopev2/1k3d68.onnx",
+                                          onnx_landmarks.posed_mean_shape(rotation_from_angles(*REFERENCE_POSE)))
+    controlnet = sd15_random.write_controlnet(models / "arc2face" / "controlnet")
+    stock = models / "controlnet" / "arc2face_pose_controlnet.safetensors"   # for the stock ControlNet loader
+    stock.parent.mkdir(parents=True, exist_ok=True)
+    stock.unlink(missing_ok=True)
+    stock.symlink_to(controlnet)
     stamp.write_text(_builders_stamp())
+
+
+def sphere_normal_map(size: int = 512, tilt: float = 0.0) -> np.ndarray:
+    """A hemisphere's normals (x right, y up, z to the camera) as uint8 RGB on mid-grey, turned by ``tilt``."""
+    ys, xs = np.meshgrid(np.linspace(1, -1, size), np.linspace(-1, 1, size), indexing="ij")
+    inside = xs ** 2 + ys ** 2 < 0.6
+    n = np.stack([xs, ys, np.sqrt(np.clip(1 - xs ** 2 - ys ** 2, 0, 1))], axis=-1)
+    c, s = np.cos(tilt), np.sin(tilt)
+    n = n @ np.array([[c, 0, -s], [0, 1, 0], [s, 0, c]])
+    rgb = np.where(inside[..., None], n * 0.5 + 0.5, 0.5)
+    return (rgb * 255).round().astype(np.uint8)
 
 
 def _write_inputs(inputs: Path) -> None:
@@ -77,6 +100,9 @@ def _write_inputs(inputs: Path) -> None:
         "arc2face_person_a.png": face,
         "arc2face_person_b.png": np.ascontiguousarray(face[..., ::-1]),   # other colours, other "identity"
         "arc2face_black.png": np.zeros_like(face),
+        "arc2face_pose_reference.png": face,
+        "arc2face_normals_front.png": sphere_normal_map(),
+        "arc2face_normals_turned.png": sphere_normal_map(tilt=0.6),
     }
     for name, array in images.items():
         Image.fromarray(array).save(inputs / name)
@@ -321,3 +347,99 @@ def test_images_per_id_take_the_ksampler_noise_of_their_batch_index(comfy):
     # Same noise and conditioning; only the batch the UNet sees differs (4 vs 2 rows), so allow float rounding.
     np.testing.assert_allclose(grouped[2:].numpy(), alone.numpy(), rtol=1e-4, atol=1e-3)
     assert not np.allclose(grouped[0].numpy(), grouped[2].numpy(), atol=1e-2)
+
+
+# ------------------------------------------------------------------------------------------------- pose control
+
+def _pose_prompt(images: list[str], hints: list[str], tag: str, *, strength: float = 1.0, start: float = 0.0,
+                 end: float = 1.0, images_per_id: int = 1, size: int = 64, steps: int = 2) -> dict:
+    """identities → Arc2Face Pose ControlNet (our loader) → Arc2Face Sampler → SaveLatent ``latents/p_<tag>``."""
+    prompt = _identities_prompt(images)
+    prompt.update({
+        "30": {"class_type": "Arc2FaceControlNetLoader", "inputs": {}},
+        "31": {"class_type": "LoadImage", "inputs": {"image": hints[0]}},
+        "33": {"class_type": "Arc2FacePoseControlNet", "inputs": {
+            "positive": ["6", 0], "negative": ["6", 1], "control_net": ["30", 0], "normal_map": ["31", 0],
+            "strength": strength, "start_percent": start, "end_percent": end}},
+        "34": {"class_type": "Arc2FaceSampler", "inputs": dict(
+            SAMPLING, steps=steps, model=["1", 0], positive=["33", 0], negative=["33", 1], width=size, height=size,
+            images_per_id=images_per_id)},
+        "35": {"class_type": "SaveLatent", "inputs": {"samples": ["34", 0], "filename_prefix": f"latents/p_{tag}"}},
+    })
+    if len(hints) == 2:
+        prompt["32"] = {"class_type": "LoadImage", "inputs": {"image": hints[1]}}
+        prompt["36"] = {"class_type": "ImageBatch", "inputs": {"image1": ["31", 0], "image2": ["32", 0]}}
+        prompt["33"]["inputs"]["normal_map"] = ["36", 0]
+    return prompt
+
+
+def test_pose_node_equals_the_stock_controlnet_apply(comfy):
+    """Both CFG halves, strength and range exactly as ComfyUI's own Apply ControlNet; each loader's ControlNet works
+    with the other's node. At 512 px the hint is used as is (no resize), so the results must be identical."""
+    tag = uuid.uuid4().hex[:8]
+    prompt = _pose_prompt(["arc2face_face.png"], ["arc2face_normals_front.png"], tag, strength=0.7, start=0.0,
+                          end=0.5, size=512, steps=2)
+    prompt["30"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name":
+                                                                 "arc2face_pose_controlnet.safetensors"}}
+    prompt.update({
+        "40": {"class_type": "Arc2FaceControlNetLoader", "inputs": {}},
+        "41": {"class_type": "ControlNetApplyAdvanced", "inputs": {
+            "positive": ["6", 0], "negative": ["6", 1], "control_net": ["40", 0], "image": ["31", 0],
+            "strength": 0.7, "start_percent": 0.0, "end_percent": 0.5}},
+        "42": {"class_type": "KSampler", "inputs": dict(SAMPLING, model=["1", 0], positive=["41", 0],
+                                                        negative=["41", 1], latent_image=["43", 0], denoise=1.0)},
+        "43": {"class_type": "EmptyLatentImage", "inputs": {"width": 512, "height": 512, "batch_size": 1}},
+        "44": {"class_type": "SaveLatent", "inputs": {"samples": ["42", 0], "filename_prefix": f"latents/s_{tag}"}},
+        "45": {"class_type": "KSampler", "inputs": dict(SAMPLING, model=["1", 0], positive=["6", 0],
+                                                        negative=["6", 1], latent_image=["43", 0], denoise=1.0)},
+        "46": {"class_type": "SaveLatent", "inputs": {"samples": ["45", 0], "filename_prefix": f"latents/n_{tag}"}},
+    })
+    entry = comfy.run(prompt)
+    assert entry["status"]["status_str"] == "success", _error(entry)
+    ours, stock, free = (_saved_latent(comfy, f"{p}_{tag}") for p in ("p", "s", "n"))
+    assert np.array_equal(ours.numpy(), stock.numpy())
+    assert not np.allclose(ours.numpy(), free.numpy(), atol=1e-3)   # the control does act
+
+
+def test_pose_strength_zero_is_no_control(comfy):
+    tag = uuid.uuid4().hex[:8]
+    prompt = _pose_prompt(["arc2face_face.png"], ["arc2face_normals_front.png"], tag, strength=0.0)
+    prompt["37"] = {"class_type": "Arc2FaceSampler", "inputs": dict(
+        SAMPLING, model=["1", 0], positive=["6", 0], negative=["6", 1], width=64, height=64, images_per_id=1)}
+    prompt["38"] = {"class_type": "SaveLatent", "inputs": {"samples": ["37", 0], "filename_prefix": f"latents/f_{tag}"}}
+    entry = comfy.run(prompt)
+    assert entry["status"]["status_str"] == "success", _error(entry)
+    assert np.array_equal(_saved_latent(comfy, f"p_{tag}").numpy(), _saved_latent(comfy, f"f_{tag}").numpy())
+
+
+def test_each_identity_keeps_its_own_pose_across_images_per_id(comfy):
+    """Two identities with two normal maps, two images each: identity b's images equal b alone with b's hint."""
+    tag = uuid.uuid4().hex[:8]
+    prompt = _pose_prompt(["arc2face_person_a.png", "arc2face_person_b.png"],
+                          ["arc2face_normals_front.png", "arc2face_normals_turned.png"], tag, images_per_id=2)
+    prompt.update({
+        "20": {"class_type": "Arc2FaceArcFaceEmbed", "inputs": {"arcface": ["2", 0], "image": ["4", 0],
+                                                               "face": "largest"}},
+        "21": {"class_type": "Arc2FaceEncoder", "inputs": {"encoder": ["1", 1], "embeds": ["20", 0]}},
+        "22": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 4}},
+        "23": {"class_type": "LatentFromBatch", "inputs": {"samples": ["22", 0], "batch_index": 2, "length": 2}},
+        "26": {"class_type": "Arc2FacePoseControlNet", "inputs": {
+            "positive": ["21", 0], "negative": ["21", 1], "control_net": ["30", 0], "normal_map": ["32", 0],
+            "strength": 1.0, "start_percent": 0.0, "end_percent": 1.0}},
+        "24": {"class_type": "KSampler", "inputs": dict(SAMPLING, model=["1", 0], positive=["26", 0],
+                                                        negative=["26", 1], latent_image=["23", 0], denoise=1.0)},
+        "25": {"class_type": "SaveLatent", "inputs": {"samples": ["24", 0], "filename_prefix": f"latents/b_{tag}"}},
+    })
+    entry = comfy.run(prompt)
+    assert entry["status"]["status_str"] == "success", _error(entry)
+    grouped, alone = _saved_latent(comfy, f"p_{tag}"), _saved_latent(comfy, f"b_{tag}")
+    assert grouped.shape == (4, 4, 8, 8)
+    np.testing.assert_allclose(grouped[2:].numpy(), alone.numpy(), rtol=1e-4, atol=1e-3)
+
+
+def test_pose_errors(comfy):
+    tag = uuid.uuid4().hex[:8]
+    prompt = _pose_prompt(["arc2face_face.png"], ["arc2face_normals_front.png", "arc2face_normals_turned.png"], tag)
+    entry = comfy.run(prompt)   # one identity, two normal maps
+    assert entry["status"]["status_str"] == "error"
+    assert "normal_map has a batch of 2 but the conditioning holds 1 identities" in _error(entry)

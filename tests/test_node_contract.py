@@ -39,6 +39,12 @@ CONTRACT = {
                                [("embeds", "ARCFACE_EMBEDS")]),
     "Arc2FaceEmbeddingAverage": ("Embedding Average", [("embeds", "ARCFACE_EMBEDS"), ("method", "COMBO")],
                                  [("embeds", "ARCFACE_EMBEDS")]),
+    "Arc2FaceControlNetLoader": ("Arc2Face Pose ControlNet Loader", [], [("control_net", "CONTROL_NET")]),
+    "Arc2FacePoseControlNet": ("Arc2Face Pose ControlNet",
+                               [("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
+                                ("control_net", "CONTROL_NET"), ("normal_map", "IMAGE"), ("strength", "FLOAT"),
+                                ("start_percent", "FLOAT"), ("end_percent", "FLOAT")],
+                               [("positive", "CONDITIONING"), ("negative", "CONDITIONING")]),
 }
 DEFAULTS = {
     ("Arc2FaceArcFaceLoader", "det_size"): 640, ("Arc2FaceArcFaceLoader", "provider"): "auto",
@@ -46,6 +52,8 @@ DEFAULTS = {
     ("Arc2FaceSampler", "steps"): 25, ("Arc2FaceSampler", "cfg"): 3.0, ("Arc2FaceSampler", "width"): 512,
     ("Arc2FaceSampler", "height"): 512, ("Arc2FaceSampler", "images_per_id"): 1,
     ("Arc2FaceSampler", "sampler_name"): "dpmpp_2m", ("Arc2FaceEmbeddingBlend", "weight"): 0.5,
+    ("Arc2FacePoseControlNet", "strength"): 1.0, ("Arc2FacePoseControlNet", "start_percent"): 0.0,
+    ("Arc2FacePoseControlNet", "end_percent"): 1.0,
 }
 COMBO_START = {  # the options a combo must begin with, in this order
     ("Arc2FaceArcFaceLoader", "provider"): ["auto", "CPU", "CUDA"],
@@ -85,8 +93,8 @@ def test_snapshot_matches_the_contract(node_id):
     display, required, outputs = CONTRACT[node_id]
     info = SNAPSHOT[node_id]
     assert info["display_name"] == display and info["category"] == "Arc2Face"
-    assert info["input_order"]["required"] == [name for name, _ in required]
-    assert [(n, _kind(info["input"]["required"][n])) for n in info["input_order"]["required"]] == required
+    assert info["input_order"].get("required", []) == [name for name, _ in required]
+    assert [(n, _kind(info["input"]["required"][n])) for n in info["input_order"].get("required", [])] == required
     assert list(zip(info["output_name"], info["output"])) == outputs
     optional = info["input"].get("optional", {})
     for name, kind in OPTIONAL.get(node_id, []):

@@ -36,6 +36,26 @@ SD15_UNET_CONFIG = {
     "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
 }
 
+# An SD1.5 ControlNet's config.json in diffusers' layout (Arc2Face's controlnet/config.json has this architecture).
+SD15_CONTROLNET_CONFIG = {
+    "_class_name": "ControlNetModel",
+    "act_fn": "silu",
+    "attention_head_dim": 8,
+    "block_out_channels": [320, 640, 1280, 1280],
+    "conditioning_embedding_out_channels": [16, 32, 96, 256],
+    "controlnet_conditioning_channel_order": "rgb",
+    "cross_attention_dim": 768,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "downsample_padding": 1,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "in_channels": 4,
+    "layers_per_block": 2,
+    "mid_block_scale_factor": 1,
+    "norm_eps": 1e-05,
+    "norm_num_groups": 32,
+}
+
 # SD1.5's vae/config.json.
 SD15_VAE_CONFIG = {
     "_class_name": "AutoencoderKL",
@@ -99,4 +119,21 @@ def write_vae(path: Path, *, config: dict | None = None, seed: int = 1, dtype: t
         vae = AutoencoderKL(**_init_args(config))
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(random_like_module(vae, seed, dtype, gain=0.5), str(path), metadata={"format": "pt"})
+    return path
+
+
+def write_controlnet(folder: Path, *, seed: int = 2, dtype: torch.dtype = torch.float16) -> Path:
+    """``<folder>/{config.json, diffusion_pytorch_model.safetensors}`` in diffusers' ControlNetModel layout.
+
+    The zero convolutions of a trained ControlNet are not zero any more: every tensor is random here too.
+    """
+    from diffusers import ControlNetModel
+    from safetensors.torch import save_file
+
+    with torch.device("meta"):
+        controlnet = ControlNetModel(**_init_args(SD15_CONTROLNET_CONFIG))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(SD15_CONTROLNET_CONFIG, indent=2))
+    path = folder / "diffusion_pytorch_model.safetensors"
+    save_file(random_like_module(controlnet, seed, dtype, gain=0.5), str(path), metadata={"format": "pt"})
     return path
