@@ -88,6 +88,12 @@ CONTROLNET = WeightSpec(
     hf_filename="controlnet/diffusion_pytorch_model.safetensors",
     companions=("controlnet/config.json",),
 )
+SMIRK = WeightSpec(
+    "SMIRK expression encoder (SMIRK_em1.pt)",
+    ("smirk/SMIRK_em1.pt",),
+    manual_source="https://github.com/georgeretsi/smirk (MIT; SMIRK_em1.pt is linked from its README); put it at "
+    "models/arc2face/smirk/SMIRK_em1.pt",
+)
 EXPRESSION_ADAPTER = WeightSpec(
     "Arc2Face Expression Adapter",
     ("exp_adapter/exp_adapter.bin",),
