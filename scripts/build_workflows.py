@@ -29,7 +29,9 @@ FILES_NOTE = ("Arc2Face needs (see the pack's README):\n"
               "models/insightface/models/antelopev2/scrfd_10g_bnkps.onnx (insightface antelopev2)\n"
               f"models/vae/{VAE_FILE} (SD1.5's VAE: stable-diffusion-v1-5/vae/diffusion_pytorch_model.safetensors)\n"
               "Pose workflows also: models/arc2face/controlnet/ (Arc2Face) and antelopev2's 1k3d68.onnx (pose from a "
-              "photo)")
+              "photo)\n"
+              "Expression workflows also: models/arc2face/exp_adapter/exp_adapter.bin (Arc2Face), and for an "
+              "expression from a photo models/arc2face/smirk/SMIRK_em1.pt (SMIRK) and antelopev2's 1k3d68.onnx")
 SAMPLER = {"seed": 42, "seed#control": "randomize", "steps": 25, "cfg": 3.0, "sampler_name": "dpmpp_2m",
            "scheduler": "normal", "width": 512, "height": 512}
 
@@ -131,8 +133,38 @@ def pose_angles():
                            size=(300, 110))], [], 24)
 
 
+def _expression(source_nodes: list[NodeSpec], source_links: list[tuple], source: int) -> tuple[list, list]:
+    nodes = common_head("arc2face_face.png") + source_nodes + [
+        NodeSpec(22, "Arc2FaceExpressionAdapterLoader", (720, 140), size=(280, 60)),
+        NodeSpec(23, "Arc2FaceExpressionAdapter", (1020, 380),
+                 {"weight": 1.0, "start_percent": 0.0, "end_percent": 1.0}, size=(300, 170)),
+        NodeSpec(7, "Arc2FaceSampler", (1020, 0), dict(SAMPLER, images_per_id=4), size=(320, 330))]
+    links = COMMON_LINKS + source_links + [
+        (4, "embeds", 6, "embeds"), (1, "model", 23, "model"), (22, "adapter", 23, "adapter"),
+        (source, "expression", 23, "expression"), (23, "model", 7, "model"), (6, "positive", 7, "positive"),
+        (6, "negative", 7, "negative"), (7, "latent", 9, "samples")]
+    return nodes, links
+
+
+def expression():
+    return _expression(
+        [NodeSpec(20, "LoadImage", (-380, 320), {"image": "arc2face_expression_reference.png"},
+                  title="Expression reference", size=(320, 330)),
+         NodeSpec(24, "Arc2FaceExpressionFromImage", (380, 700),
+                  {"face": "largest", "channel_order": "bgr (Arc2Face demo)"}, size=(300, 130)),
+         NodeSpec(21, "PreviewImage", (720, 520), title="SMIRK crop", size=(240, 260))],
+        [(2, "arcface", 24, "arcface"), (20, "IMAGE", 24, "image"), (24, "crops", 21, "images")], 24)
+
+
+def expression_manual():
+    return _expression([NodeSpec(24, "Arc2FaceExpression", (380, 700),
+                                 {"jaw_open": 0.3, "eyelid_left": 0.0, "eyelid_right": 0.0, "coefficients": ""},
+                                 size=(300, 200))], [], 24)
+
+
 WORKFLOWS = {"arc2face_basic": basic, "arc2face_average": average, "arc2face_blend": blend,
-             "arc2face_ksampler": ksampler, "arc2face_pose": pose, "arc2face_pose_angles": pose_angles}
+             "arc2face_ksampler": ksampler, "arc2face_pose": pose, "arc2face_pose_angles": pose_angles,
+             "arc2face_expression": expression, "arc2face_expression_manual": expression_manual}
 
 
 def main() -> None:

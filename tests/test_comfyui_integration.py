@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from builders import clip_encoder, onnx_faces, onnx_landmarks, sd15_random
+from builders import clip_encoder, exp_adapter, onnx_faces, onnx_landmarks, sd15_random, smirk
 from builders.ui_workflows import FILE_COMBOS, check_ui_workflow, normalise_node_info, ui_to_api
 
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
@@ -38,9 +38,11 @@ REPO = Path(__file__).resolve().parents[1]
 PACK_LINK_NAME = "arc2face"
 FAST = {"steps": 2, "width": 64, "height": 64}   # a full-size UNet on CPU: keep images tiny
 EXPECTED_IMAGES = {"arc2face_basic": 4, "arc2face_average": 4, "arc2face_blend": 5, "arc2face_ksampler": 1,
-                   "arc2face_pose": 4, "arc2face_pose_angles": 4}
+                   "arc2face_pose": 4, "arc2face_pose_angles": 4, "arc2face_expression": 4,
+                   "arc2face_expression_manual": 4}
 EXPECTED_FACES = {"arc2face_basic": 1, "arc2face_average": 3, "arc2face_blend": 1, "arc2face_ksampler": 1,
-                  "arc2face_pose": 1, "arc2face_pose_angles": 1}
+                  "arc2face_pose": 1, "arc2face_pose_angles": 1, "arc2face_expression": 1,
+                  "arc2face_expression_manual": 1}
 REFERENCE_POSE = (10.0, -25.0, 5.0)   # pitch, yaw, roll the rigged 1k3d68 model reports for the astronaut
 
 
@@ -48,7 +50,7 @@ REFERENCE_POSE = (10.0, -25.0, 5.0)   # pitch, yaw, roll the rigged 1k3d68 model
 
 def _builders_stamp() -> str:
     digest = hashlib.sha256()
-    for module in (clip_encoder, onnx_faces, onnx_landmarks, sd15_random):
+    for module in (clip_encoder, exp_adapter, onnx_faces, onnx_landmarks, sd15_random, smirk):
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()[:16]
 
@@ -68,6 +70,8 @@ def _write_models(models: Path) -> None:
 
     onnx_landmarks.build_rigged_landmarks(models / "insightface/models/antelopev2/1k3d68.onnx",
                                           onnx_landmarks.posed_mean_shape(rotation_from_angles(*REFERENCE_POSE)))
+    exp_adapter.write_exp_adapter(models / "arc2face" / "exp_adapter" / "exp_adapter.bin")
+    smirk.write_smirk_checkpoint(models / "arc2face" / "smirk" / "SMIRK_em1.pt")
     controlnet = sd15_random.write_controlnet(models / "arc2face" / "controlnet")
     stock = models / "controlnet" / "arc2face_pose_controlnet.safetensors"   # for the stock ControlNet loader
     stock.parent.mkdir(parents=True, exist_ok=True)
@@ -101,6 +105,7 @@ def _write_inputs(inputs: Path) -> None:
         "arc2face_person_b.png": np.ascontiguousarray(face[..., ::-1]),   # other colours, other "identity"
         "arc2face_black.png": np.zeros_like(face),
         "arc2face_pose_reference.png": face,
+        "arc2face_expression_reference.png": face,
         "arc2face_normals_front.png": sphere_normal_map(),
         "arc2face_normals_turned.png": sphere_normal_map(tilt=0.6),
     }
@@ -443,3 +448,29 @@ def test_pose_errors(comfy):
     entry = comfy.run(prompt)   # one identity, two normal maps
     assert entry["status"]["status_str"] == "error"
     assert "normal_map has a batch of 2 but the conditioning holds 1 identities" in _error(entry)
+
+
+# ----------------------------------------------------------------------------------------------- expression
+
+SD15_ATTN2_KEYS = sorted([["input", n] for n in (1, 2, 4, 5, 7, 8)] + [["middle", 0]] +
+                         [["output", n] for n in range(3, 12)])
+
+
+def test_expression_adapter_patch_inside_comfyui(comfy):
+    """Run in ComfyUI's own interpreter on its UNet: keys, weight 0, cond/uncond tokens, range, stacking, memory."""
+    base = Path(COMFYUI_DIR).resolve()
+    result = subprocess.run([str(base / "venv" / "bin" / "python"), str(REPO / "tests" / "comfyui_checks" /
+                                                                        "expression_patch.py"), str(REPO)],
+                            cwd=base / "ComfyUI", capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    m = json.loads(result.stdout.strip().splitlines()[-1])
+    assert m["registered_keys"] == SD15_ATTN2_KEYS                                  # all 16, ("middle", 0) included
+    assert m["called_keys"] == [[key, 1] for key in SD15_ATTN2_KEYS]                # each one reached by ComfyUI
+    assert m["adapter_loaded_with_model"]                                            # memory-managed with the UNet
+    assert m["weight0_max_diff"] == 0.0 and m["weight1_max_diff"] > 1e-3
+    assert m["cond_rows_vs_cond_only"] < 1e-4 and m["uncond_rows_vs_uncond_only"] < 1e-4
+    assert m["uncond_vs_zero_expression"] < 1e-4 and m["uncond_vs_no_adapter"] > 1e-3   # zero-expression tokens
+    assert m["identity_order_matters"] > 1e-3                                        # per-identity expressions
+    assert m["outside_range_vs_plain"] == 0.0 and m["inside_range_vs_plain"] > 1e-3
+    assert m["stacked_weight0_vs_foreign"] == 0.0 and m["foreign_vs_plain"] > 1e-3   # stacks, does not replace
+    assert m["stacked_weight1_vs_foreign"] > 1e-3

@@ -45,6 +45,13 @@ CONTRACT = {
                                 ("control_net", "CONTROL_NET"), ("normal_map", "IMAGE"), ("strength", "FLOAT"),
                                 ("start_percent", "FLOAT"), ("end_percent", "FLOAT")],
                                [("positive", "CONDITIONING"), ("negative", "CONDITIONING")]),
+    "Arc2FaceExpressionAdapterLoader": ("Arc2Face Expression Adapter Loader", [],
+                                        [("adapter", "ARC2FACE_EXP_ADAPTER")]),
+    "Arc2FaceExpressionAdapter": ("Arc2Face Expression Adapter",
+                                  [("model", "MODEL"), ("adapter", "ARC2FACE_EXP_ADAPTER"),
+                                   ("expression", "ARC2FACE_EXPRESSION"), ("weight", "FLOAT"), ("start_percent", "FLOAT"),
+                                   ("end_percent", "FLOAT")],
+                                  [("model", "MODEL")]),
 }
 DEFAULTS = {
     ("Arc2FaceArcFaceLoader", "det_size"): 640, ("Arc2FaceArcFaceLoader", "provider"): "auto",
@@ -53,7 +60,8 @@ DEFAULTS = {
     ("Arc2FaceSampler", "height"): 512, ("Arc2FaceSampler", "images_per_id"): 1,
     ("Arc2FaceSampler", "sampler_name"): "dpmpp_2m", ("Arc2FaceEmbeddingBlend", "weight"): 0.5,
     ("Arc2FacePoseControlNet", "strength"): 1.0, ("Arc2FacePoseControlNet", "start_percent"): 0.0,
-    ("Arc2FacePoseControlNet", "end_percent"): 1.0,
+    ("Arc2FacePoseControlNet", "end_percent"): 1.0, ("Arc2FaceExpressionAdapter", "weight"): 1.0,
+    ("Arc2FaceExpressionAdapter", "start_percent"): 0.0, ("Arc2FaceExpressionAdapter", "end_percent"): 1.0,
 }
 COMBO_START = {  # the options a combo must begin with, in this order
     ("Arc2FaceArcFaceLoader", "provider"): ["auto", "CPU", "CUDA"],

@@ -1,0 +1,297 @@
+"""Expression control: the Arc2Face Expression Adapter on the UNet, and expressions from a photo or by hand."""
+
+from __future__ import annotations
+
+from .faces import FACE_CHOICES
+
+CATEGORY = "Arc2Face"
+ADDITIONAL_MODELS_KEY = "arc2face_expression_adapter"
+CHANNEL_ORDERS = {"bgr (Arc2Face demo)": "bgr", "rgb (SMIRK demo)": "rgb"}
+EXPRESSION_TOOLTIP = "FLAME expression [N, 55]: 50 expression coefficients, 2 eyelids, 3 jaw values."
+
+
+class Arc2FaceExpressionAdapterLoader:
+    DESCRIPTION = ("Loads the Arc2Face Expression Adapter (models/arc2face/exp_adapter/exp_adapter.bin): a projection "
+                   "of FLAME expression parameters to tokens plus decoupled keys/values for the UNet's 16 "
+                   "cross-attention layers. Its shapes are read from the file. Managed by ComfyUI's memory manager "
+                   "together with the model it is applied to.")
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = ("ARC2FACE_EXP_ADAPTER",)
+    RETURN_NAMES = ("adapter",)
+    OUTPUT_TOOLTIPS = ("The Expression Adapter, for Arc2Face Expression Adapter.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {},
+            "optional": {
+                "download_missing": ("BOOLEAN", {"default": False, "tooltip": (
+                    "Download a missing exp_adapter/exp_adapter.bin from huggingface.co/FoivosPar/Arc2Face into "
+                    "models/arc2face (off: nothing is downloaded).")}),
+            },
+        }
+
+    def load(self, download_missing: bool = False):
+        import comfy.model_management as mm
+        import comfy.model_patcher
+
+        from ..arc2face_core.expression_adapter import load_expression_adapter
+        from ..arc2face_core.weights import EXPRESSION_ADAPTER, find_weight
+        from .comfy_paths import model_roots
+
+        path = find_weight(EXPRESSION_ADAPTER, model_roots().arc2face, download=download_missing)
+        adapter = load_expression_adapter(path)
+        return (comfy.model_patcher.ModelPatcher(adapter, load_device=mm.get_torch_device(),
+                                                 offload_device=mm.unet_offload_device()),)
+
+
+def _cross_attention_layers(model) -> dict[tuple, int]:
+    """{ComfyUI attn2 key: inner width} of every cross-attention layer of the model's UNet."""
+    unet = model.get_model_object("diffusion_model")
+    layers = {}
+    for name, blocks in (("input", unet.input_blocks), ("output", unet.output_blocks), ("middle", [unet.middle_block])):
+        for number, block in enumerate(blocks):
+            for layer in block:
+                if hasattr(layer, "transformer_blocks"):
+                    layers[(name, number)] = layer.transformer_blocks[0].attn2.to_q.out_features
+    return layers
+
+
+class _ExpressionState:
+    """What every layer's patch shares: the adapter, the expressions, the weight and the active sigma range."""
+
+    def __init__(self, adapter, expressions, weight: float, sigma_start: float, sigma_end: float):
+        self.adapter, self.expressions, self.weight = adapter, expressions, weight
+        self.sigma_start, self.sigma_end = sigma_start, sigma_end
+        self._kv = {}   # (layer, batch layout, device, dtype) → keys/values: computed once, reused every step
+
+    def active(self, extra_options) -> bool:
+        sigmas = extra_options.get("sigmas")
+        if sigmas is None:
+            return True
+        sigma = float(sigmas.detach().flatten()[0])
+        return self.sigma_end <= sigma <= self.sigma_start
+
+    def kv(self, layer_id: int, cond_or_uncond, q):
+        from ..arc2face_core.expression_adapter import expression_tokens_for_batch
+
+        key = (layer_id, tuple(cond_or_uncond), q.shape[0], q.device, q.dtype)
+        if key not in self._kv:
+            chunk, identities = q.shape[0] // len(cond_or_uncond), self.expressions.shape[0]
+            images_per_id = chunk // identities if chunk % identities == 0 else 0   # 0: the core explains
+            tokens = expression_tokens_for_batch(self.adapter.project(self.expressions), self.adapter.zero_tokens(),
+                                                 cond_or_uncond, q.shape[0], images_per_id)
+            self._kv[key] = tuple(t.to(q.device, q.dtype) for t in self.adapter.kv(layer_id, tokens))
+        return self._kv[key]
+
+
+class _ExpressionAttention:
+    """The attn2 replacement of one layer: text attention (or the patch already there) + weight · expression branch."""
+
+    def __init__(self, state: _ExpressionState, layer_id: int, previous=None):
+        from comfy.ldm.modules.attention import optimized_attention
+
+        from ..arc2face_core.expression_adapter import add_expression_attention
+
+        self.state, self.layer_id, self.previous = state, layer_id, previous
+        self._attention, self._add_expression = optimized_attention, add_expression_attention
+
+    def __call__(self, q, k, v, extra_options):
+        heads = extra_options["n_heads"]
+
+        def attention(q_, k_, v_, heads_):   # ComfyUI's kernel, called as its own CrossAttention calls it
+            return self._attention(q_, k_, v_, heads_, attn_precision=extra_options.get("attn_precision"),
+                                   transformer_options=extra_options)
+
+        out = self.previous(q, k, v, extra_options) if self.previous else attention(q, k, v, heads)
+        if not self.state.active(extra_options):
+            return out
+        ip_k, ip_v = self.state.kv(self.layer_id, extra_options["cond_or_uncond"], q)
+        return self._add_expression(out, q, ip_k, ip_v, heads, self.state.weight, attention)
+
+
+class Arc2FaceExpressionAdapter:
+    DESCRIPTION = ("Patches a clone of the model with the Expression Adapter's decoupled cross-attention on all 16 "
+                   "SD1.5 cross-attention layers (middle block included): conditional rows get the expression "
+                   "tokens, unconditional rows the projection of a zero expression, as the reference does. One "
+                   "expression for all identities or one per identity. Stacks on attention patches other nodes "
+                   "already put on the model.")
+    CATEGORY = CATEGORY
+    FUNCTION = "apply"
+    RETURN_TYPES = ("MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The patched model, for Arc2Face Sampler or any sampler.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "The Arc2Face UNet (possibly already patched)."}),
+                "adapter": ("ARC2FACE_EXP_ADAPTER", {"tooltip": "From Arc2Face Expression Adapter Loader."}),
+                "expression": ("ARC2FACE_EXPRESSION", {"tooltip": EXPRESSION_TOOLTIP + " 1 for all identities, "
+                                                                                        "or one per identity."}),
+                "weight": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.05,
+                                     "tooltip": "Scale of the expression branch (the reference uses 1.0; 0 = off)."}),
+                "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.001,
+                                            "tooltip": "Where in the sampling the adapter starts acting."}),
+                "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.001,
+                                          "tooltip": "Where in the sampling the adapter stops acting."}),
+            }
+        }
+
+    def apply(self, model, adapter, expression, weight, start_percent, end_percent):
+        from ..arc2face_core.errors import InvalidInputError
+        from ..arc2face_core.expression_adapter import check_fits, validate_expressions
+
+        if start_percent > end_percent:
+            raise InvalidInputError(f"start_percent ({start_percent}) is after end_percent ({end_percent}): the "
+                                    "adapter would never act")
+        core = adapter.model
+        expression = validate_expressions(expression, core.expression_dim)
+        context_dim = model.model.model_config.unet_config.get("context_dim")
+        layer_ids = check_fits(core, _cross_attention_layers(model), context_dim=context_dim)
+        patched = model.clone()
+        sampling = patched.get_model_object("model_sampling")
+        state = _ExpressionState(core, expression, weight, sampling.percent_to_sigma(start_percent),
+                                 sampling.percent_to_sigma(end_percent))
+        existing = patched.model_options["transformer_options"].get("patches_replace", {}).get("attn2", {})
+        for key, layer_id in layer_ids.items():
+            target = key + (0,) if key + (0,) in existing else key   # ComfyUI looks up (block, number, 0) first
+            patched.set_model_attn2_replace(_ExpressionAttention(state, layer_id, existing.get(target)), *target)
+        patched.set_additional_models(ADDITIONAL_MODELS_KEY,
+                                      patched.get_additional_models_with_key(ADDITIONAL_MODELS_KEY) + [adapter])
+        return (patched,)
+
+
+_SMIRK_CACHE: dict = {}   # one SMIRK encoder (16 MB), keyed by the file's identity; ComfyUI manages its device
+
+
+def _smirk_patcher(path):
+    import comfy.model_management as mm
+    import comfy.model_patcher
+
+    from ..arc2face_core.smirk import load_smirk_encoder
+
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    if key not in _SMIRK_CACHE:
+        _SMIRK_CACHE.clear()
+        _SMIRK_CACHE[key] = comfy.model_patcher.ModelPatcher(
+            load_smirk_encoder(path), load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+    return _SMIRK_CACHE[key]
+
+
+class Arc2FaceExpressionFromImage:
+    DESCRIPTION = ("Reads the facial expression of a photo with SMIRK (FLAME expression 50 + eyelids 2 + jaw 3), as "
+                   "the reference does, but with the face crop made from insightface's landmarks (antelopev2's "
+                   "1k3d68.onnx) instead of MediaPipe. Needs models/arc2face/smirk/SMIRK_em1.pt (from the SMIRK "
+                   "project, manual download). One expression per photo.")
+    CATEGORY = CATEGORY
+    FUNCTION = "read"
+    RETURN_TYPES = ("ARC2FACE_EXPRESSION", "IMAGE")
+    RETURN_NAMES = ("expression", "crops")
+    OUTPUT_TOOLTIPS = ("One expression per photo, [B, 55].", "The 224x224 crops SMIRK saw, for preview.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "arcface": ("ARCFACE", {"tooltip": "From Arc2Face ArcFace Loader (its face detector is used)."}),
+                "image": ("IMAGE", {"tooltip": "Photo(s) showing the expression to transfer."}),
+                "face": (FACE_CHOICES, {"default": "largest", "tooltip": (
+                    "Which face when a photo shows several: the largest, or an index from the left (0 = leftmost).")}),
+                "channel_order": (tuple(CHANNEL_ORDERS), {"default": "bgr (Arc2Face demo)", "tooltip": (
+                    "The Arc2Face demo feeds SMIRK a BGR crop (as the adapter was used there); SMIRK's own demo "
+                    "feeds RGB.")}),
+            }
+        }
+
+    def read(self, arcface, image, face: str, channel_order: str):
+        import comfy.model_management as mm
+
+        from ..arc2face_core.expression_source import expressions_from_photos
+        from ..arc2face_core.images import to_bgr_uint8_batch
+        from ..arc2face_core.normal_render import landmark_model_for
+        from ..arc2face_core.weights import SMIRK, find_weight
+        from .comfy_paths import model_roots
+
+        roots = model_roots()
+        smirk = _smirk_patcher(find_weight(SMIRK, roots.arc2face))
+        mm.load_models_gpu([smirk])
+        expression, crops = expressions_from_photos(to_bgr_uint8_batch(image), arcface,
+                                                    landmark_model_for(arcface, roots), smirk.model, face,
+                                                    CHANNEL_ORDERS[channel_order])
+        return (expression, crops.movedim(1, -1).to(mm.intermediate_device()))
+
+
+class Arc2FaceExpression:
+    DESCRIPTION = ("An expression by hand: neutral (all zero) by default, jaw opening, eyelids and up to 50 FLAME "
+                   "expression coefficients as a list. For Arc2Face Expression Adapter.")
+    CATEGORY = CATEGORY
+    FUNCTION = "make"
+    RETURN_TYPES = ("ARC2FACE_EXPRESSION",)
+    RETURN_NAMES = ("expression",)
+    OUTPUT_TOOLTIPS = ("One expression, [1, 55].",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "jaw_open": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 0.6, "step": 0.01, "tooltip": (
+                    "Jaw rotation in radians: ~0.1 lips parted, ~0.3 open mouth, 0.5 a yawn.")}),
+                "eyelid_left": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                          "tooltip": "FLAME left eyelid: 0 open, 1 closed."}),
+                "eyelid_right": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                           "tooltip": "FLAME right eyelid: 0 open, 1 closed."}),
+                "coefficients": ("STRING", {"default": "", "multiline": True, "tooltip": (
+                    "Up to 50 FLAME expression coefficients separated by commas or spaces (missing ones are 0), "
+                    "e.g. copied from an expression read from a photo.")}),
+            }
+        }
+
+    def make(self, jaw_open: float, eyelid_left: float, eyelid_right: float, coefficients: str):
+        from ..arc2face_core.expressions import make_expression
+
+        return (make_expression(jaw_open, (eyelid_left, eyelid_right), coefficients),)
+
+
+class Arc2FaceExpressionBlend:
+    DESCRIPTION = "Mixes two expressions linearly (weight = share of b). Batches of 1 pair with every row of the other."
+    CATEGORY = CATEGORY
+    FUNCTION = "blend"
+    RETURN_TYPES = ("ARC2FACE_EXPRESSION",)
+    RETURN_NAMES = ("expression",)
+    OUTPUT_TOOLTIPS = ("The blended expression(s).",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "expression_a": ("ARC2FACE_EXPRESSION", {"tooltip": "Expression at weight 0."}),
+                "expression_b": ("ARC2FACE_EXPRESSION", {"tooltip": "Expression at weight 1."}),
+                "weight": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01,
+                                     "tooltip": "Share of expression_b."}),
+            }
+        }
+
+    def blend(self, expression_a, expression_b, weight: float):
+        from ..arc2face_core.expressions import blend_expressions
+
+        return (blend_expressions(expression_a, expression_b, weight),)
+
+
+NODE_CLASS_MAPPINGS = {
+    "Arc2FaceExpressionAdapterLoader": Arc2FaceExpressionAdapterLoader,
+    "Arc2FaceExpressionAdapter": Arc2FaceExpressionAdapter,
+    "Arc2FaceExpressionFromImage": Arc2FaceExpressionFromImage,
+    "Arc2FaceExpression": Arc2FaceExpression,
+    "Arc2FaceExpressionBlend": Arc2FaceExpressionBlend,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "Arc2FaceExpressionAdapterLoader": "Arc2Face Expression Adapter Loader",
+    "Arc2FaceExpressionAdapter": "Arc2Face Expression Adapter",
+    "Arc2FaceExpressionFromImage": "Expression from Photo (SMIRK)",
+    "Arc2FaceExpression": "Expression",
+    "Arc2FaceExpressionBlend": "Expression Blend",
+}
