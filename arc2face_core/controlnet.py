@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from .errors import InvalidInputError, WrongModelError
 from .pose_hint import check_hint_batch
-from .weights import CONTROLNET, HF_URL, download_from_hub, find_weight
+from .weights import CONTROLNET, HF_URL, find_with_config
 
 CONDITIONING_CHANNELS = 3    # the hint is an RGB normal map
 ARC2FACE_CONTEXT_DIM = 768   # the ID encoder's tokens (CLIP ViT-L/14's hidden size), as the UNet's
@@ -35,11 +35,7 @@ _HINT = ("Download controlnet/config.json and controlnet/diffusion_pytorch_model
 def find_controlnet(arc2face_roots, *, download: bool = False) -> tuple[Path, Path]:
     """(weights, config.json) of the pose ControlNet: ``<root>/controlnet/{diffusion_pytorch_model.safetensors,
     config.json}``. With ``download`` a missing config.json beside present weights is fetched too."""
-    weights = find_weight(CONTROLNET, arc2face_roots, download=download)
-    config = weights.with_name("config.json")
-    if not config.is_file() and download:
-        download_from_hub(CONTROLNET, weights.parent.parent)
-    return weights, config
+    return find_with_config(CONTROLNET, arc2face_roots, download=download)
 
 
 def _setting(cls, config: dict, name: str):

@@ -27,7 +27,7 @@ from .controlnet import check_control_range, check_controlnet_fits, control_acti
 from .embeddings import validate_embeds
 from .encoder import Arc2FaceIDEncoder, find_id_encoder, load_id_encoder
 from .errors import CorruptWeightsError, InvalidInputError, WeightsNotFoundError, WrongModelError
-from .weights import HF_URL, UNET, ModelRoots, download_from_hub, find_weight
+from .weights import HF_URL, UNET, ModelRoots, find_with_config
 
 # stable-diffusion-v1-5/vae/config.json. scaling_factor is not in that file; AutoencoderKL's default is SD1.5's.
 SD15_VAE_CONFIG = {
@@ -116,11 +116,7 @@ def _rename_legacy_attention(sd: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 def find_unet(arc2face_roots, *, download: bool = False) -> tuple[Path, Path]:
     """(weights, config.json) of the Arc2Face UNet: ``<root>/arc2face/{diffusion_pytorch_model.safetensors,
     config.json}``. With ``download`` a missing config.json beside present weights is fetched too."""
-    weights = find_weight(UNET, arc2face_roots, download=download)
-    config = weights.with_name("config.json")
-    if not config.is_file() and download:
-        download_from_hub(UNET, weights.parent.parent)
-    return weights, config
+    return find_with_config(UNET, arc2face_roots, download=download)
 
 
 def load_unet(weights: str | os.PathLike, config_path: str | os.PathLike | None = None):

@@ -155,6 +155,17 @@ def find_weight(
     )
 
 
+def find_with_config(spec: WeightSpec, roots: Iterable[str | os.PathLike], *,
+                     download: bool = False) -> tuple[Path, Path]:
+    """(weights, config.json beside them) of a diffusers-folder model. With ``download`` a missing config.json beside
+    present weights is fetched too; without, the caller reports a missing config when it reads it."""
+    weights = find_weight(spec, roots, download=download)
+    config = weights.with_name("config.json")
+    if not config.is_file() and download:
+        download_from_hub(spec, weights.parent.parent)
+    return weights, config
+
+
 def find_arcface_recogniser(arc2face_roots: Iterable[str | os.PathLike],
                             insightface_roots: Iterable[str | os.PathLike], *, download: bool = False) -> Path:
     """Find Arc2Face's ``arcface.onnx``; refuse when only antelopev2's ``glintr100.onnx`` is there.
