@@ -11,16 +11,7 @@ from safetensors.torch import save_file
 
 from arc2face_core.checkpoints import as_state_dict, load_state_dict, read_checkpoint
 from arc2face_core.errors import CorruptWeightsError
-
-
-class _RunsCode:
-    """Unpickling this would create a marker file: weights_only must refuse before that happens."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
+from builders.pickles import RunsCode
 
 
 def test_plain_state_dict_round_trip(tmp_path):
@@ -35,7 +26,7 @@ def test_plain_state_dict_round_trip(tmp_path):
 
 def test_pickle_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
     marker = tmp_path / "pwned"
-    torch.save({"x": _RunsCode(str(marker))}, tmp_path / "evil.bin")
+    torch.save({"x": RunsCode(str(marker))}, tmp_path / "evil.bin")
     with pytest.raises(CorruptWeightsError, match="refuses") as err:
         read_checkpoint(tmp_path / "evil.bin")
     assert str(tmp_path / "evil.bin") in str(err.value)

@@ -12,6 +12,7 @@ from arc2face_core.expression_adapter import (SD15_ATTN2_LAYERS, check_fits, dec
                                               expression_tokens_for_batch, load_expression_adapter)
 from builders.exp_adapter import (adapter_state, image_proj_state, ip_adapter_state, sd15_ip_layer_widths,
                                   write_exp_adapter)
+from builders.pickles import RunsCode
 from builders.sd15_random import SD15_UNET_CONFIG, _init_args
 
 diffusers = pytest.importorskip("diffusers")
@@ -78,14 +79,6 @@ def test_flat_safetensors_layout_and_fp16(tmp_path, adapter):
     torch.testing.assert_close(other.float().project(expressions(2)), adapter.project(expressions(2)), atol=2e-2, rtol=0)
 
 
-class _RunsCode:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
 def _with_nan(state):
     state["ip_adapter"]["3.to_v_ip.weight"][0, 0] = float("nan")
     return state
@@ -123,7 +116,7 @@ def test_bad_files_give_clear_errors_naming_the_file(tmp_path, make, message):
 def test_pickle_with_code_is_refused_and_runs_nothing(tmp_path):
     marker = tmp_path / "pwned"
     state = adapter_state(widths=SMALL)
-    state["image_proj"]["evil"] = _RunsCode(str(marker))
+    state["image_proj"]["evil"] = RunsCode(str(marker))
     path = write_exp_adapter(tmp_path / "exp_adapter.bin", state)
     with pytest.raises(CorruptWeightsError, match="refuses") as err:
         load_expression_adapter(path)
