@@ -47,22 +47,21 @@ class FakeHub:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
 
-            def do_HEAD(self):  # noqa: N802 (http.server's naming)
+            def _respond(self, with_body: bool) -> None:
                 data = self._lookup()
                 if data is None:
                     self.send_response(404)
                     self.end_headers()
-                else:
-                    self._headers(data)
+                    return
+                self._headers(data)
+                if with_body:
+                    self.wfile.write(data)
+
+            def do_HEAD(self):  # noqa: N802 (http.server's naming)
+                self._respond(with_body=False)
 
             def do_GET(self):  # noqa: N802
-                data = self._lookup()
-                if data is None:
-                    self.send_response(404)
-                    self.end_headers()
-                else:
-                    self._headers(data)
-                    self.wfile.write(data)
+                self._respond(with_body=True)
 
             def log_message(self, *args):
                 pass
