@@ -28,3 +28,10 @@ def model_roots() -> ModelRoots:
         return [Path(p) for p in entry[0]] if entry else [Path(folder_paths.models_dir) / name]
 
     return ModelRoots(arc2face=paths(ARC2FACE_FOLDER), insightface=paths(INSIGHTFACE_FOLDER))
+
+
+def download_switch(files: str, note: str = "") -> dict:
+    """The loaders' optional ``download_missing`` input: off by default, so nothing is fetched unless asked."""
+    return {"download_missing": ("BOOLEAN", {"default": False, "tooltip": (
+        f"Download {files} from huggingface.co/FoivosPar/Arc2Face into models/arc2face when missing (off: nothing is "
+        f"downloaded and a missing file is an error that says where to put it).{note}")})}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .comfy_paths import download_switch
 from .faces import FACE_CHOICES
 
 CATEGORY = "Arc2Face"
@@ -25,11 +26,7 @@ class Arc2FaceExpressionAdapterLoader:
     def INPUT_TYPES(cls):
         return {
             "required": {},
-            "optional": {
-                "download_missing": ("BOOLEAN", {"default": False, "tooltip": (
-                    "Download a missing exp_adapter/exp_adapter.bin from huggingface.co/FoivosPar/Arc2Face into "
-                    "models/arc2face (off: nothing is downloaded).")}),
-            },
+            "optional": download_switch("exp_adapter/exp_adapter.bin"),
         }
 
     def load(self, download_missing: bool = False):

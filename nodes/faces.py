@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..arc2face_core.onnx_providers import PROVIDER_CHOICES
+from .comfy_paths import download_switch
 
 CATEGORY = "Arc2Face"
 FACE_CHOICES = ("largest",) + tuple(str(i) for i in range(10))
@@ -28,11 +29,7 @@ class Arc2FaceArcFaceLoader:
                 "det_size": ("INT", {"default": 640, "min": 160, "max": 2048, "step": 32, "tooltip": (
                     "Detector input size in pixels (the reference uses 640). Larger finds smaller faces.")}),
             },
-            "optional": {
-                "download_missing": ("BOOLEAN", {"default": False, "tooltip": (
-                    "Download a missing arcface.onnx from huggingface.co/FoivosPar/Arc2Face into models/arc2face. "
-                    "The antelopev2 detector cannot be downloaded automatically.")}),
-            },
+            "optional": download_switch("arcface.onnx", " The antelopev2 detector cannot be downloaded."),
         }
 
     def load(self, provider: str, det_size: int, download_missing: bool = False):

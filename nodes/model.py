@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from ..arc2face_core.embeddings import ARCFACE_DIM
+from .comfy_paths import download_switch
 
 CATEGORY = "Arc2Face"
 WEIGHT_DTYPES = ("auto", "fp16", "bf16", "fp32")
-DOWNLOAD_TOOLTIP = ("Download missing Arc2Face files from huggingface.co/FoivosPar/Arc2Face into models/arc2face "
-                    "(off: nothing is downloaded and a missing file is an error that says where to put it).")
 
 
 def _torch_dtype(name: str):
@@ -53,9 +52,7 @@ class Arc2FaceModelLoader:
                     "Precision of the UNet and encoder weights. auto: ComfyUI's choice for the UNet, fp16 for the "
                     "encoder on a GPU and fp32 on the CPU.")}),
             },
-            "optional": {
-                "download_missing": ("BOOLEAN", {"default": False, "tooltip": DOWNLOAD_TOOLTIP}),
-            },
+            "optional": download_switch("the UNet and encoder files"),
         }
 
     def load(self, weight_dtype: str, download_missing: bool = False):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .comfy_paths import download_switch
+
 CATEGORY = "Arc2Face"
 HINT_UPSCALE = "bilinear"   # normal maps are smooth; ComfyUI's default nearest-exact would make them blocky
 
@@ -20,11 +22,7 @@ class Arc2FaceControlNetLoader:
     def INPUT_TYPES(cls):
         return {
             "required": {},
-            "optional": {
-                "download_missing": ("BOOLEAN", {"default": False, "tooltip": (
-                    "Download a missing controlnet/ from huggingface.co/FoivosPar/Arc2Face into models/arc2face "
-                    "(off: nothing is downloaded and a missing file is an error that says where to put it).")}),
-            },
+            "optional": download_switch("controlnet/ (config and weights)"),
         }
 
     def load(self, download_missing: bool = False):
