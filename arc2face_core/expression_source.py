@@ -1,7 +1,7 @@
 """Expressions from photos: insightface finds the face and its 68 landmarks, SMIRK reads the FLAME expression.
 
 The reference crops with MediaPipe's landmarks; here the box comes from antelopev2's 1k3d68 landmarks with SMIRK's
-forehead correction (smirk.FOREHEAD_EXTENSION), so MediaPipe is not needed.
+forehead correction (smirk_crop.FOREHEAD_EXTENSION), so MediaPipe is not needed.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import torch
 
 from .faces import FaceAnalyzer, FaceChoice
 from .normal_render import estimate_head_pose
-from .smirk import ExpressionEncoder, crops_for_smirk
+from .smirk import ExpressionEncoder
+from .smirk_crop import crops_for_smirk
 
 
 def expressions_from_photos(images_bgr: Sequence[np.ndarray], analyzer: FaceAnalyzer, landmark_model: Any,

@@ -21,18 +21,15 @@ import torch.nn.functional as F
 from arc2face_core.errors import CorruptWeightsError, InvalidInputError
 from arc2face_core.smirk import (
     CHECKPOINT_PREFIX,
-    FOREHEAD_EXTENSION,
     BatchNormAct2d,
     Conv2dSame,
     ExpressionEncoder,
     MobileNetV3LargeMinimalFeatures,
     conv2d_tf_same,
-    crop_for_smirk,
-    crops_for_smirk,
     load_smirk_encoder,
     postprocess,
-    smirk_crop_transform,
 )
+from arc2face_core.smirk_crop import FOREHEAD_EXTENSION, crop_for_smirk, crops_for_smirk, smirk_crop_transform
 from builders.onnx_faces import astronaut_rgb
 from builders.smirk import DECOYS, random_expression_encoder_state_dict, write_smirk_checkpoint
 
