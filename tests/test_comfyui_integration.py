@@ -252,29 +252,26 @@ def test_workflow_runs_end_to_end(comfy, object_info, name):
         assert Image.open(path).size == (64, 64)
 
 
-def test_no_face_is_an_error_that_names_the_image(comfy):
-    prompt = {
-        "1": {"class_type": "Arc2FaceArcFaceLoader", "inputs": {"provider": "auto", "det_size": 640}},
-        "2": {"class_type": "LoadImage", "inputs": {"image": "arc2face_black.png"}},
+def _embed_prompt(image: str, provider: str) -> dict:
+    """ArcFace Loader → Load Image → ArcFace Embed → a preview of the crops (an output node, so it runs)."""
+    return {
+        "1": {"class_type": "Arc2FaceArcFaceLoader", "inputs": {"provider": provider, "det_size": 640}},
+        "2": {"class_type": "LoadImage", "inputs": {"image": image}},
         "3": {"class_type": "Arc2FaceArcFaceEmbed", "inputs": {"arcface": ["1", 0], "image": ["2", 0],
                                                               "face": "largest"}},
         "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 1]}},
     }
-    entry = comfy.run(prompt)
+
+
+def test_no_face_is_an_error_that_names_the_image(comfy):
+    entry = comfy.run(_embed_prompt("arc2face_black.png", "auto"))
     assert entry["status"]["status_str"] == "error"
     assert "NoFaceError: No face found in image 1 of 1 (512x512 pixels)" in _error(entry)
 
 
 def test_an_explicit_gpu_provider_that_cannot_run_is_an_error(comfy):
     """No GPU here: asking for CUDA must fail loudly (not silently run on the CPU)."""
-    prompt = {
-        "1": {"class_type": "Arc2FaceArcFaceLoader", "inputs": {"provider": "CUDA", "det_size": 640}},
-        "2": {"class_type": "LoadImage", "inputs": {"image": "arc2face_face.png"}},
-        "3": {"class_type": "Arc2FaceArcFaceEmbed", "inputs": {"arcface": ["1", 0], "image": ["2", 0],
-                                                              "face": "largest"}},
-        "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 1]}},
-    }
-    entry = comfy.run(prompt)
+    entry = comfy.run(_embed_prompt("arc2face_face.png", "CUDA"))
     assert entry["status"]["status_str"] == "error"
     error = _error(entry)
     kind, _, message = error.partition(": ")
