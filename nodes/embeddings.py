@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..arc2face_core.embeddings import AVERAGE_METHODS, BLEND_METHODS
+from ..arc2face_core.identity.embeddings import AVERAGE_METHODS, BLEND_METHODS
 
 CATEGORY = "Arc2Face"
 METHOD_TOOLTIP = ("slerp: walk the great circle between the two unit vectors (even steps in angle); linear: mix "
@@ -31,7 +31,7 @@ class Arc2FaceEmbeddingBlend:
         }
 
     def blend(self, embeds_a, embeds_b, weight, method):
-        from ..arc2face_core.embeddings import blend
+        from ..arc2face_core.identity.embeddings import blend
 
         return (blend(embeds_a, embeds_b, weight, method),)
 
@@ -58,7 +58,7 @@ class Arc2FaceEmbeddingInterpolate:
         }
 
     def interpolate(self, embeds_a, embeds_b, steps, method):
-        from ..arc2face_core.embeddings import blend, interpolation_weights
+        from ..arc2face_core.identity.embeddings import blend, interpolation_weights
 
         return (blend(embeds_a, embeds_b, interpolation_weights(steps), method),)
 
@@ -84,7 +84,7 @@ class Arc2FaceEmbeddingAverage:
         }
 
     def average(self, embeds, method):
-        from ..arc2face_core.embeddings import average
+        from ..arc2face_core.identity.embeddings import average
 
         return (average(embeds, method),)
 
@@ -109,7 +109,7 @@ class Arc2FaceRandomIdentity:
         }
 
     def sample(self, seed, count):
-        from ..arc2face_core.embeddings import random_identities
+        from ..arc2face_core.identity.embeddings import random_identities
 
         return (random_identities(count, seed),)
 

@@ -33,7 +33,7 @@ class Arc2FaceExpressionAdapterLoader:
         import comfy.model_management as mm
         import comfy.model_patcher
 
-        from ..arc2face_core.expression_adapter import load_expression_adapter
+        from ..arc2face_core.expression.adapter import load_expression_adapter
         from ..arc2face_core.weights import EXPRESSION_ADAPTER, find_weight
         from .comfy_paths import model_roots
 
@@ -71,7 +71,7 @@ class _ExpressionState:
         return self.sigma_end <= sigma <= self.sigma_start
 
     def kv(self, layer_id: int, cond_or_uncond, q):
-        from ..arc2face_core.expression_adapter import expression_tokens_for_batch
+        from ..arc2face_core.expression.adapter import expression_tokens_for_batch
 
         key = (layer_id, tuple(cond_or_uncond), q.shape[0], q.device, q.dtype)
         if key not in self._kv:
@@ -89,7 +89,7 @@ class _ExpressionAttention:
     def __init__(self, state: _ExpressionState, layer_id: int, previous=None):
         from comfy.ldm.modules.attention import optimized_attention
 
-        from ..arc2face_core.expression_adapter import add_expression_attention
+        from ..arc2face_core.expression.adapter import add_expression_attention
 
         self.state, self.layer_id, self.previous = state, layer_id, previous
         self._attention, self._add_expression = optimized_attention, add_expression_attention
@@ -139,7 +139,7 @@ class Arc2FaceExpressionAdapter:
 
     def apply(self, model, adapter, expression, weight, start_percent, end_percent):
         from ..arc2face_core.errors import InvalidInputError
-        from ..arc2face_core.expression_adapter import check_fits, validate_expressions
+        from ..arc2face_core.expression.adapter import check_fits, validate_expressions
 
         if start_percent > end_percent:
             raise InvalidInputError(f"start_percent ({start_percent}) is after end_percent ({end_percent}): the "
@@ -168,7 +168,7 @@ def _smirk_patcher(path):
     import comfy.model_management as mm
     import comfy.model_patcher
 
-    from ..arc2face_core.smirk import load_smirk_encoder
+    from ..arc2face_core.expression.smirk import load_smirk_encoder
 
     stat = path.stat()
     key = (str(path), stat.st_mtime_ns, stat.st_size)
@@ -207,9 +207,9 @@ class Arc2FaceExpressionFromImage:
     def read(self, arcface, image, face: str, channel_order: str):
         import comfy.model_management as mm
 
-        from ..arc2face_core.expression_source import expressions_from_photos
+        from ..arc2face_core.expression.from_photo import expressions_from_photos
+        from ..arc2face_core.faces.landmarks import landmark_model_for
         from ..arc2face_core.images import to_bgr_uint8_batch
-        from ..arc2face_core.normal_render import landmark_model_for
         from ..arc2face_core.weights import SMIRK, find_weight
         from .comfy_paths import model_roots
 
@@ -248,7 +248,7 @@ class Arc2FaceExpression:
         }
 
     def make(self, jaw_open: float, eyelid_left: float, eyelid_right: float, coefficients: str):
-        from ..arc2face_core.expressions import make_expression
+        from ..arc2face_core.expression.vectors import make_expression
 
         return (make_expression(jaw_open, (eyelid_left, eyelid_right), coefficients),)
 
@@ -273,7 +273,7 @@ class Arc2FaceExpressionBlend:
         }
 
     def blend(self, expression_a, expression_b, weight: float):
-        from ..arc2face_core.expressions import blend_expressions
+        from ..arc2face_core.expression.vectors import blend_expressions
 
         return (blend_expressions(expression_a, expression_b, weight),)
 

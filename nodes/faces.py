@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..arc2face_core.onnx_providers import PROVIDER_CHOICES
+from ..arc2face_core.faces.providers import PROVIDER_CHOICES
 from .comfy_paths import download_switch
 
 CATEGORY = "Arc2Face"
@@ -35,8 +35,8 @@ class Arc2FaceArcFaceLoader:
     def load(self, provider: str, det_size: int, download_missing: bool = False):
         import comfy.model_management as mm
 
-        from ..arc2face_core.faces import load_face_analyzer
-        from ..arc2face_core.onnx_providers import resolve_providers
+        from ..arc2face_core.faces.analysis import load_face_analyzer
+        from ..arc2face_core.faces.providers import resolve_providers
         from .comfy_paths import model_roots
 
         device = mm.get_torch_device()
@@ -72,7 +72,7 @@ class Arc2FaceArcFaceEmbed:
         }
 
     def embed(self, arcface, image, face: str):
-        from ..arc2face_core.faces import parse_face_choice
+        from ..arc2face_core.faces.analysis import parse_face_choice
 
         result = arcface.embed(image, face=parse_face_choice(face))
         return (result.embeds, result.crops)

@@ -74,7 +74,7 @@ class Arc2FacePoseControlNet:
     def apply(self, positive, negative, control_net, normal_map, strength, start_percent, end_percent):
         from ..arc2face_core.batching import identity_count
         from ..arc2face_core.errors import InvalidInputError
-        from ..arc2face_core.pose_hint import check_hint_batch, prepare_normal_map
+        from ..arc2face_core.pose.hint import check_hint_batch, prepare_normal_map
 
         if start_percent > end_percent:
             raise InvalidInputError(f"start_percent ({start_percent}) is after end_percent ({end_percent}): the "
@@ -136,7 +136,8 @@ class Arc2FaceNormalMapFromAngles:
     def render(self, yaw: float, pitch: float, roll: float):
         import torch
 
-        from ..arc2face_core.normal_render import render_normal_map, rotation_from_angles
+        from ..arc2face_core.faces.head_pose import rotation_from_angles
+        from ..arc2face_core.pose.render import render_normal_map
 
         hint = render_normal_map(None, rotation_from_angles(pitch, yaw, roll), roll_in_frame=True)
         return (torch.from_numpy(hint).unsqueeze(0),)
@@ -174,8 +175,9 @@ class Arc2FaceNormalMapFromPhoto:
     def render(self, arcface, image, face: str, shape: str):
         import torch
 
+        from ..arc2face_core.faces.landmarks import landmark_model_for
         from ..arc2face_core.images import to_bgr_uint8_batch
-        from ..arc2face_core.normal_render import landmark_model_for, normal_maps_from_photos
+        from ..arc2face_core.pose.render import normal_maps_from_photos
         from .comfy_paths import model_roots
 
         landmarks = landmark_model_for(arcface, model_roots())

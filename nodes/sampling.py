@@ -56,9 +56,10 @@ class Arc2FaceSampler:
     def sample(self, model, positive, negative, seed, steps, cfg, sampler_name, scheduler, width, height,
                images_per_id, latent_image=None, denoise=1.0):
         import comfy.model_management as mm
+
         import nodes as comfy_nodes  # ComfyUI's nodes.py (this pack's own package is a relative import)
 
-        from ..arc2face_core.batching import (empty_latent, expand_conditioning, expand_latent, identity_count)
+        from ..arc2face_core.batching import empty_latent, expand_conditioning, expand_latent, identity_count
 
         identities = identity_count([cond.shape[0] for cond, _ in positive], "positive")
         positive = expand_conditioning(positive, identities, images_per_id, "positive")

@@ -30,7 +30,7 @@ def _peak_mb() -> float:
 def phase_encoder(work: Path, device: str) -> dict:
     import torch
 
-    from arc2face_core.encoder import load_id_encoder
+    from arc2face_core.identity.encoder import load_id_encoder
 
     t0 = time.perf_counter()
     encoder = load_id_encoder(work / "arc2face" / "encoder" / "pytorch_model.bin").to(device)
@@ -47,9 +47,9 @@ def phase_encoder(work: Path, device: str) -> dict:
 
 
 def phase_unet(work: Path, device: str) -> dict:
-    from arc2face_core.pipeline import find_unet, load_unet
-
     import torch
+
+    from arc2face_core.headless.model_files import find_unet, load_unet
 
     t0 = time.perf_counter()
     unet = load_unet(*find_unet([work / "arc2face"])).to(device, torch.float32)   # the file is fp16; run in fp32
@@ -73,7 +73,7 @@ def _seconds_per_step(unet, size: int, batch: int, device: str, steps: int) -> f
 def phase_steps(work: Path, device: str, full_size: int) -> dict:
     import torch
 
-    from arc2face_core.pipeline import find_unet, load_unet
+    from arc2face_core.headless.model_files import find_unet, load_unet
 
     tiny = load_unet(*find_unet([work / "tiny"])).to(device, torch.float32)
     out = {"tiny_unet_s_per_step_64px_batch1_cfg": round(_seconds_per_step(tiny, 64, 1, device, 10), 4)}

@@ -15,7 +15,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from builders.ui_workflows import NodeSpec, build_ui_workflow, check_ui_workflow, FILE_COMBOS  # noqa: E402
+from builders.ui_workflows import FILE_COMBOS, NodeSpec, build_ui_workflow, check_ui_workflow  # noqa: E402
 
 VAE_FILE = "sd15_vae.safetensors"
 VAE_MODEL = {"name": VAE_FILE, "directory": "vae",

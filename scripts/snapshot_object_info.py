@@ -18,7 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from builders.ui_workflows import FILE_COMBOS, normalise_node_info  # noqa: E402
+from builders.ui_workflows import normalise_node_info  # noqa: E402
 
 STOCK_NODES = ("LoadImage", "ImageBatch", "VAELoader", "VAEDecode", "SaveImage", "PreviewImage", "KSampler",
                "EmptyLatentImage")

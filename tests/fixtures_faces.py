@@ -93,13 +93,13 @@ def two_face_models(tmp_path_factory: pytest.TempPathFactory, two_face_scene: Fa
 
 @pytest.fixture(scope="session")
 def face_analyzer(face_models: ModelRoots):
-    from arc2face_core.faces import load_face_analyzer
+    from arc2face_core.faces.analysis import load_face_analyzer
 
     return load_face_analyzer(face_models, ["CPUExecutionProvider"])
 
 
 @pytest.fixture(scope="session")
 def two_face_analyzer(two_face_models: ModelRoots):
-    from arc2face_core.faces import load_face_analyzer
+    from arc2face_core.faces.analysis import load_face_analyzer
 
     return load_face_analyzer(two_face_models, ["CPUExecutionProvider"])

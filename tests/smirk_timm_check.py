@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from arc2face_core.smirk import ExpressionEncoder, MobileNetV3LargeMinimalFeatures  # noqa: E402
+from arc2face_core.expression.smirk import ExpressionEncoder, MobileNetV3LargeMinimalFeatures  # noqa: E402
 
 SIZES = ((224, 224), (225, 199), (97, 130))
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from arc2face_core.batching import (empty_latent, expand_conditioning, expand_latent, expand_per_identity,
-                                    identity_count)
+from arc2face_core.batching import empty_latent, expand_conditioning, expand_latent, expand_per_identity, identity_count
 from arc2face_core.errors import InvalidInputError
 
 

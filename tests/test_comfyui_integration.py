@@ -66,7 +66,7 @@ def _write_models(models: Path) -> None:
     onnx_faces.build_rigged_detector(models / "insightface/models/antelopev2/scrfd_10g_bnkps.onnx",
                                      [onnx_faces.astronaut_face()], (512, 512))
     sd15_random.write_vae(models / "vae" / "sd15_vae.safetensors")
-    from arc2face_core.normal_render import rotation_from_angles
+    from arc2face_core.faces.head_pose import rotation_from_angles
 
     onnx_landmarks.build_rigged_landmarks(models / "insightface/models/antelopev2/1k3d68.onnx",
                                           onnx_landmarks.posed_mean_shape(rotation_from_angles(*REFERENCE_POSE)))

@@ -26,12 +26,13 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from arc2face_core.__main__ import main as cli_main
-from arc2face_core.controlnet import control_active, control_image, find_controlnet, load_controlnet
-from arc2face_core.embeddings import random_identities
 from arc2face_core.errors import CorruptWeightsError, InvalidInputError, WeightsNotFoundError, WrongModelError
-from arc2face_core.pipeline import SD15_SCHEDULER_CONFIG, Arc2FacePipeline, load_unet, load_vae
-from arc2face_core.pose_hint import BACKGROUND, prepare_normal_map
+from arc2face_core.headless.cli import main as cli_main
+from arc2face_core.headless.controlnet import control_active, control_image, find_controlnet, load_controlnet
+from arc2face_core.headless.model_files import load_unet, load_vae
+from arc2face_core.headless.pipeline import SD15_SCHEDULER_CONFIG, Arc2FacePipeline
+from arc2face_core.identity.embeddings import random_identities
+from arc2face_core.pose.hint import BACKGROUND, prepare_normal_map
 from arc2face_core.weights import ModelRoots
 from builders.tiny_diffusers import TINY_CONTROLNET_CONFIG, write_tiny_controlnet
 from fixtures_models import link_or_copy

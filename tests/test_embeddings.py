@@ -7,9 +7,16 @@ import pytest
 import torch
 from scipy import stats
 
-from arc2face_core.embeddings import (average, blend, cosine_similarity, interpolation_weights, normalize,
-                                      random_identities, validate_embeds)
 from arc2face_core.errors import InvalidInputError
+from arc2face_core.identity.embeddings import (
+    average,
+    blend,
+    cosine_similarity,
+    interpolation_weights,
+    normalize,
+    random_identities,
+    validate_embeds,
+)
 
 
 def rows(n: int, seed: int, scale: float = 1.0) -> torch.Tensor:

@@ -14,9 +14,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from arc2face_core import prompt_tokens as tok
-from arc2face_core.encoder import find_id_encoder, load_id_encoder
 from arc2face_core.errors import CorruptWeightsError, InvalidInputError, WeightsNotFoundError
+from arc2face_core.identity import prompt_tokens as tok
+from arc2face_core.identity.encoder import find_id_encoder, load_id_encoder
 from builders.clip_encoder import write_encoder
 
 transformers = pytest.importorskip("transformers")

@@ -8,10 +8,20 @@ import torch
 from safetensors.torch import save_file
 
 from arc2face_core.errors import CorruptWeightsError, InvalidInputError, WrongModelError
-from arc2face_core.expression_adapter import (SD15_ATTN2_LAYERS, check_fits, decoupled_attention,
-                                              expression_tokens_for_batch, load_expression_adapter)
-from builders.exp_adapter import (adapter_state, image_proj_state, ip_adapter_state, sd15_ip_layer_widths,
-                                  write_exp_adapter)
+from arc2face_core.expression.adapter import (
+    SD15_ATTN2_LAYERS,
+    check_fits,
+    decoupled_attention,
+    expression_tokens_for_batch,
+    load_expression_adapter,
+)
+from builders.exp_adapter import (
+    adapter_state,
+    image_proj_state,
+    ip_adapter_state,
+    sd15_ip_layer_widths,
+    write_exp_adapter,
+)
 from builders.pickles import RunsCode
 from builders.sd15_random import SD15_UNET_CONFIG, _init_args
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from arc2face_core.errors import InvalidInputError
-from arc2face_core.expressions import (
+from arc2face_core.expression.smirk import postprocess
+from arc2face_core.expression.vectors import (
     EXPRESSION_DIM,
     JAW_OPEN_INDEX,
     blend_expressions,
@@ -16,7 +17,6 @@ from arc2face_core.expressions import (
     parse_coefficients,
     validate_expression,
 )
-from arc2face_core.smirk import postprocess
 
 
 def test_layout_constants():

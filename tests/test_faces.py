@@ -19,7 +19,7 @@ from arc2face_core.errors import (
     WeightsNotFoundError,
     WrongModelError,
 )
-from arc2face_core.faces import FaceAnalyzer, load_face_analyzer, parse_face_choice
+from arc2face_core.faces.analysis import FaceAnalyzer, load_face_analyzer, parse_face_choice
 from arc2face_core.weights import ModelRoots
 from builders.onnx_faces import (
     build_non_face_model,
@@ -409,25 +409,25 @@ def test_a_provider_that_could_not_start_is_reported(face_models):
     import logging
 
     import onnxruntime
+    from insightface import model_zoo
 
     from arc2face_core.errors import ProviderError
-    from arc2face_core.faces import _check_active_provider
-    from insightface import model_zoo
+    from arc2face_core.faces.onnx_models import check_active_provider
 
     path = face_models.insightface[0] / "models/antelopev2/scrfd_10g_bnkps.onnx"
     detector = model_zoo.get_model(str(path), providers=["CPUExecutionProvider"])
     assert detector.session.get_providers() == ["CPUExecutionProvider"]
     asked = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     with pytest.raises(ProviderError, match=r"could not start CUDAExecutionProvider .* runs it on \['CPUExecutionProvider'\]"):
-        _check_active_provider(detector, path, asked, strict=True)
+        check_active_provider(detector, path, asked, strict=True)
     records = []
     handler = logging.Handler()
     handler.emit = records.append
-    logging.getLogger("arc2face_core.faces").addHandler(handler)
+    logging.getLogger("arc2face_core.faces.onnx_models").addHandler(handler)
     try:
-        _check_active_provider(detector, path, asked, strict=False)
+        check_active_provider(detector, path, asked, strict=False)
     finally:
-        logging.getLogger("arc2face_core.faces").removeHandler(handler)
+        logging.getLogger("arc2face_core.faces.onnx_models").removeHandler(handler)
     assert any("could not start CUDAExecutionProvider" in r.getMessage() for r in records)
-    _check_active_provider(detector, path, ["CPUExecutionProvider"], strict=True)   # what was asked: fine
+    check_active_provider(detector, path, ["CPUExecutionProvider"], strict=True)   # what was asked: fine
     assert "CPUExecutionProvider" in onnxruntime.get_available_providers()

@@ -1,4 +1,4 @@
-"""The EMOCA-free pose hint (arc2face_core.normal_render, face_surface, rasterizer): real renders, checked against
+"""The EMOCA-free pose hint (arc2face_core.pose: render, face_surface, rasterizer; faces.head_pose): real renders, checked against
 independent computations (closed-form geometry, FFHQ's image_align written out here, scipy's rotations, insightface's
 own pose code on a rigged tiny 1k3d68 model)."""
 
@@ -12,12 +12,18 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from arc2face_core.errors import (CorruptWeightsError, InvalidInputError, NoFaceError, WeightsNotFoundError,
-                                  WrongModelError)
-from arc2face_core.face_surface import FOREHEAD_HEIGHT, build_face_surface, mean_shape
-from arc2face_core.normal_render import (angles_from_rotation, estimate_head_pose, load_landmark_model,
-                                         render_face_normals, render_normal_map, rotation_from_angles)
-from arc2face_core.rasterizer import interpolate, rasterize
+from arc2face_core.errors import (
+    CorruptWeightsError,
+    InvalidInputError,
+    NoFaceError,
+    WeightsNotFoundError,
+    WrongModelError,
+)
+from arc2face_core.faces.head_pose import angles_from_rotation, estimate_head_pose, rotation_from_angles
+from arc2face_core.faces.landmarks import load_landmark_model, mean_shape
+from arc2face_core.pose.face_surface import FOREHEAD_HEIGHT, build_face_surface
+from arc2face_core.pose.rasterizer import interpolate, rasterize
+from arc2face_core.pose.render import render_face_normals, render_normal_map
 from arc2face_core.weights import ModelRoots
 from builders.onnx_faces import build_recogniser, truncate
 from builders.onnx_landmarks import build_landmarks_2d, build_rigged_landmarks, posed_mean_shape
@@ -370,7 +376,7 @@ def rigged_models(tmp_path_factory, astronaut_scene) -> ModelRoots:
 
 @pytest.fixture(scope="module")
 def pose_models(rigged_models):
-    from arc2face_core.faces import load_face_analyzer
+    from arc2face_core.faces.analysis import load_face_analyzer
 
     return load_face_analyzer(rigged_models, CPU), load_landmark_model(rigged_models, CPU)
 
@@ -406,7 +412,7 @@ def test_pose_from_photo_matches_the_rig_and_insightface(pose_models, astronaut_
 def test_canonical_shape_undoes_pose_scale_and_z_convention(z_sign):
     from insightface.utils import transform
 
-    from arc2face_core.normal_render import canonical_shape
+    from arc2face_core.faces.head_pose import canonical_shape
 
     shape = mean_shape()
     shape[48:68, 1] += 0.05 * np.sign(shape[48:68, 1] - shape[48:68, 1].mean())    # an open mouth: not the mean

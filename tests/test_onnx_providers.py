@@ -28,7 +28,7 @@ except ImportError:  # Python 3.10
     tomllib = pytest.importorskip("tomli")
 
 from arc2face_core.errors import Arc2FaceError, InvalidInputError, ProviderError
-from arc2face_core.onnx_providers import (
+from arc2face_core.faces.providers import (
     AUTO_ORDER,
     PROVIDER_CHOICES,
     PROVIDER_NAMES,
@@ -173,7 +173,7 @@ def test_cuda_choice_during_the_clash_explains_it_and_gives_the_fix():
 
 
 def test_auto_during_the_clash_falls_back_to_cpu_and_warns(caplog):
-    with caplog.at_level("WARNING", logger="arc2face_core.onnx_providers"):
+    with caplog.at_level("WARNING", logger="arc2face_core.faces.providers"):
         providers = resolve_providers("auto", available=CLASH_PROVIDERS, installed=CLASH_INSTALLED)
     assert providers == ["CPUExecutionProvider"]
     assert FIX in caplog.text

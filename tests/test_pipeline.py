@@ -24,18 +24,11 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from arc2face_core.__main__ import main as cli_main
-from arc2face_core.embeddings import random_identities
 from arc2face_core.errors import CorruptWeightsError, InvalidInputError, WeightsNotFoundError, WrongModelError
-from arc2face_core.pipeline import (
-    SD15_SCHEDULER_CONFIG,
-    SD15_VAE_CONFIG,
-    Arc2FacePipeline,
-    initial_noise,
-    load_unet,
-    load_vae,
-    make_scheduler,
-)
+from arc2face_core.headless.cli import main as cli_main
+from arc2face_core.headless.model_files import SD15_VAE_CONFIG, load_unet, load_vae
+from arc2face_core.headless.pipeline import SD15_SCHEDULER_CONFIG, Arc2FacePipeline, initial_noise, make_scheduler
+from arc2face_core.identity.embeddings import random_identities
 from arc2face_core.weights import ModelRoots
 from builders.tiny_diffusers import TINY_VAE_CONFIG, write_tiny_unet, write_tiny_vae_file
 from fixtures_faces import write_face_models
@@ -108,8 +101,9 @@ def test_scheduler_is_the_reference_route():
 
 
 def test_vae_config_is_sd15s():
-    from builders.sd15_random import SD15_VAE_CONFIG as WRITTEN_FROM_THE_REPO
     from diffusers import AutoencoderKL
+
+    from builders.sd15_random import SD15_VAE_CONFIG as WRITTEN_FROM_THE_REPO
 
     assert SD15_VAE_CONFIG == WRITTEN_FROM_THE_REPO
     with torch.device("meta"):

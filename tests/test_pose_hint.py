@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from arc2face_core.errors import InvalidInputError
-from arc2face_core.pose_hint import BACKGROUND, HINT_SIZE, check_hint_batch, prepare_normal_map
+from arc2face_core.pose.hint import BACKGROUND, HINT_SIZE, check_hint_batch, prepare_normal_map
 
 
 def sphere_normals(size: int) -> torch.Tensor:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from arc2face_core import prompt_tokens as tok
+from arc2face_core.identity import prompt_tokens as tok
 
 CLIP_MERGES = 49152 - 256 - 2   # the merges CLIP's tokenizer uses (the file holds more)
 

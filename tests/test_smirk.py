@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from arc2face_core.errors import CorruptWeightsError, InvalidInputError
-from arc2face_core.smirk import (
+from arc2face_core.expression.smirk import (
     CHECKPOINT_PREFIX,
     BatchNormAct2d,
     Conv2dSame,
@@ -29,7 +29,12 @@ from arc2face_core.smirk import (
     load_smirk_encoder,
     postprocess,
 )
-from arc2face_core.smirk_crop import FOREHEAD_EXTENSION, crop_for_smirk, crops_for_smirk, smirk_crop_transform
+from arc2face_core.expression.smirk_crop import (
+    FOREHEAD_EXTENSION,
+    crop_for_smirk,
+    crops_for_smirk,
+    smirk_crop_transform,
+)
 from builders.onnx_faces import astronaut_rgb
 from builders.smirk import DECOYS, random_expression_encoder_state_dict, write_smirk_checkpoint
 

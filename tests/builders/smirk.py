@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from arc2face_core.smirk import CHECKPOINT_PREFIX, ExpressionEncoder
+from arc2face_core.expression.smirk import CHECKPOINT_PREFIX, ExpressionEncoder
 
 # Tensors of other SMIRK parts (shape/pose encoders, the generator); names as in SMIRK's training checkpoint.
 DECOYS: dict[str, tuple[int, ...]] = {

@@ -20,12 +20,11 @@ sys.path.insert(0, os.getcwd())
 import comfy.options  # noqa: E402
 
 comfy.options.enable_args_parsing()
-import torch  # noqa: E402
-
 import comfy.model_management as mm  # noqa: E402
 import comfy.sampler_helpers  # noqa: E402
 import comfy.sd  # noqa: E402
 import folder_paths  # noqa: E402
+import torch  # noqa: E402
 
 
 def load_pack():

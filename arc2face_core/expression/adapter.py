@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoints import as_state_dict, check_finite, read_checkpoint
-from .errors import CorruptWeightsError, InvalidInputError, WrongModelError
+from ..checkpoints import as_state_dict, check_finite, read_checkpoint
+from ..errors import CorruptWeightsError, InvalidInputError, WrongModelError
 
 ComfyKey = tuple  # ("input", 1) ... as passed to ComfyUI's set_model_attn2_replace(patch, *key)
 Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]

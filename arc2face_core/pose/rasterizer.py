@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 
 INSIDE_EPS = 1e-9            # pixels exactly on a shared edge go to both triangles: no cracks
 MAX_CANDIDATES = 1 << 22     # candidate pixels tested per step, to bound memory on huge triangles

@@ -21,7 +21,7 @@ from typing import Any, Sequence, Union
 import numpy as np
 import torch
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 
 N_EXPRESSION = 50
 N_EYELID = 2

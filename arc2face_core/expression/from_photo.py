@@ -11,8 +11,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .faces import FaceAnalyzer, FaceChoice
-from .normal_render import estimate_head_pose
+from ..faces.analysis import FaceAnalyzer, FaceChoice
+from ..faces.head_pose import estimate_head_pose
 from .smirk import ExpressionEncoder
 from .smirk_crop import crops_for_smirk
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..arc2face_core.embeddings import ARCFACE_DIM
+from ..arc2face_core.identity.embeddings import ARCFACE_DIM
 from .comfy_paths import download_switch
 
 CATEGORY = "Arc2Face"
@@ -17,12 +17,12 @@ def _torch_dtype(name: str):
 
 def load_encoder_patcher(weights, config, weight_dtype: str):
     """The ID encoder wrapped in a ModelPatcher, so ComfyUI moves it to the GPU when used and offloads it after."""
-    import torch
     import comfy.model_management as mm
     import comfy.model_patcher
     import comfy.ops
+    import torch
 
-    from ..arc2face_core.encoder import load_id_encoder
+    from ..arc2face_core.identity.encoder import load_id_encoder
 
     load_device, offload_device = mm.text_encoder_device(), mm.text_encoder_offload_device()
     dtype = _torch_dtype(weight_dtype)
@@ -58,7 +58,7 @@ class Arc2FaceModelLoader:
     def load(self, weight_dtype: str, download_missing: bool = False):
         import comfy.sd
 
-        from ..arc2face_core.encoder import find_id_encoder
+        from ..arc2face_core.identity.encoder import find_id_encoder
         from ..arc2face_core.weights import UNET, find_weight
         from .comfy_paths import model_roots
 
@@ -93,8 +93,8 @@ class Arc2FaceEncoder:
         }
 
     def encode(self, encoder, embeds):
-        import torch
         import comfy.model_management as mm
+        import torch
 
         mm.load_models_gpu([encoder])
         positive, pooled = encoder.model.encode(embeds)

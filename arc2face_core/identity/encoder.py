@@ -17,12 +17,12 @@ from typing import Iterable
 
 import torch
 
+from ..checkpoints import check_finite, load_state_dict
+from ..errors import CorruptWeightsError
+from ..weights import ENCODER, HF_URL, find_weight, safe_join
 from . import prompt_tokens as tok
-from .checkpoints import check_finite, load_state_dict
 from .clip_text import ClipTextConfig, ClipTextTower
 from .embeddings import ARCFACE_DIM, validate_embeds
-from .errors import CorruptWeightsError
-from .weights import ENCODER, HF_URL, find_weight, safe_join
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import sys
 from importlib import metadata
 from typing import Mapping, Sequence, Union
 
-from .errors import InvalidInputError, ProviderError
+from ..errors import InvalidInputError, ProviderError
 
 log = logging.getLogger(__name__)
 

@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoints import check_finite, read_checkpoint
-from .errors import CorruptWeightsError, InvalidInputError
-from .expressions import EXPRESSION_DIM, N_EXPRESSION, N_EYELID, N_JAW
+from ..checkpoints import check_finite, read_checkpoint
+from ..errors import CorruptWeightsError, InvalidInputError
+from .vectors import EXPRESSION_DIM, N_EXPRESSION, N_EYELID, N_JAW
 
 SMIRK_URL = "https://github.com/georgeretsi/smirk"
 SMIRK_FILENAME = "SMIRK_em1.pt"

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import torch
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 
 ARCFACE_DIM = 512
 AVERAGE_METHODS = ("mean", "median", "trimmed_mean")

@@ -22,9 +22,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .errors import InvalidInputError, WrongModelError
-from .pose_hint import check_hint_batch
-from .weights import CONTROLNET, HF_URL, find_with_config
+from ..errors import InvalidInputError, WrongModelError
+from ..pose.hint import check_hint_batch
+from ..weights import CONTROLNET, HF_URL, find_with_config
+from .model_files import load_model, read_json
 
 CONDITIONING_CHANNELS = 3    # the hint is an RGB normal map
 ARC2FACE_CONTEXT_DIM = 768   # the ID encoder's tokens (CLIP ViT-L/14's hidden size), as the UNet's
@@ -51,11 +52,9 @@ def load_controlnet(weights: str | os.PathLike, config_path: str | os.PathLike |
     """
     from diffusers import ControlNetModel
 
-    from .pipeline import _load_model, _read_json
-
     weights = Path(weights)
     config_path = Path(config_path) if config_path is not None else weights.with_name("config.json")
-    config = _read_json(config_path, "Arc2Face ControlNet config", _HINT)
+    config = read_json(config_path, "Arc2Face ControlNet config", _HINT)
     channels = _setting(ControlNetModel, config, "conditioning_channels")
     context = _setting(ControlNetModel, config, "cross_attention_dim")
     if channels != CONDITIONING_CHANNELS or context != ARC2FACE_CONTEXT_DIM:
@@ -66,7 +65,7 @@ def load_controlnet(weights: str | os.PathLike, config_path: str | os.PathLike |
     if _setting(ControlNetModel, config, "global_pool_conditions"):
         raise WrongModelError(f"{config_path} describes a pooled-condition (guess mode) ControlNet, not Arc2Face's "
                               f"pose ControlNet. {_HINT}")
-    return _load_model(ControlNetModel, config, weights, str(config_path), _HINT)
+    return load_model(ControlNetModel, config, weights, str(config_path), _HINT)
 
 
 def check_controlnet_fits(controlnet, unet, vae_scale_factor: int) -> None:
@@ -87,7 +86,7 @@ def _as_list(value):
 
 
 def control_image(hint: torch.Tensor, identities: int, images_per_id: int, height: int, width: int) -> torch.Tensor:
-    """A prepared hint (``pose_hint.prepare_normal_map``: [B, h, w, 3] float in 0..1) → the control image
+    """A prepared hint (``pose.hint.prepare_normal_map``: [B, h, w, 3] float in 0..1) → the control image
     [N*k, 3, height, width] float32 in 0..1, on the CPU, row ``i*k + j`` for image j of identity i.
 
     A batch of 1 controls every image, a batch of N pairs hint i with identity i. A hint of another size is

@@ -11,8 +11,6 @@ and can download packs. The calls used (``get_model``, ``prepare``, ``detect(img
 
 from __future__ import annotations
 
-import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence, Union
@@ -20,11 +18,10 @@ from typing import Any, Sequence, Union
 import numpy as np
 import torch
 
-from .errors import CorruptWeightsError, InvalidInputError, NoFaceError, ProviderError, WrongModelError
-from .images import bgr_uint8_to_image, to_bgr_uint8_batch
-from .weights import DETECTOR, HF_URL, ModelRoots, find_arcface_recogniser, find_weight
-
-log = logging.getLogger(__name__)
+from ..errors import CorruptWeightsError, InvalidInputError, NoFaceError, WrongModelError
+from ..images import bgr_uint8_to_image, to_bgr_uint8_batch
+from ..weights import DETECTOR, HF_URL, ModelRoots, find_arcface_recogniser, find_weight
+from .onnx_models import check_active_provider, check_providers, ctx_id, load_onnx, provider_names, routed_as
 
 EMBED_DIM = 512
 CROP_SIZE = 112
@@ -62,65 +59,10 @@ class EmbedResult:
     faces: list[DetectedFace]        # the face chosen in each image
 
 
-def _provider_names(providers: Sequence[Any]) -> list[str]:
-    return [str(p[0] if isinstance(p, (tuple, list)) else p) for p in providers]
-
-
-def _check_providers(providers: Sequence[Any]) -> None:
-    import onnxruntime
-
-    names = _provider_names(providers)
-    available = onnxruntime.get_available_providers()
-    if not names or not any(name in available for name in names):
-        raise ProviderError(
-            f"None of the requested ONNX Runtime providers {names or '[]'} is available in this install "
-            f"(available: {available}). Pick one of those, or install the matching onnxruntime package."
-        )
-
-
-def _load_onnx(path: Path, providers: Sequence[Any], provider_options: Any) -> Any:
-    """``model_zoo.get_model`` on one file, turning load failures into errors that name the file."""
-    from insightface import model_zoo
-
-    if path.stat().st_size == 0:
-        raise CorruptWeightsError(f"{path} is empty (0 bytes): the download did not finish. Delete it and "
-                                  "download it again.")
-    try:
-        return model_zoo.get_model(os.fspath(path), providers=list(providers), provider_options=provider_options)
-    except Exception as exc:
-        _explain_load_failure(path, providers, exc)
-        raise  # pragma: no cover - _explain_load_failure always raises
-
-
-def _explain_load_failure(path: Path, providers: Sequence[Any], exc: Exception) -> None:
-    """Tell a damaged file (re-download it) from a runtime problem (provider, onnxruntime version)."""
-    import onnx
-
-    detail = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
-    try:
-        onnx.checker.check_model(onnx.load_model(os.fspath(path), load_external_data=False))
-    except Exception as parse_exc:
-        raise CorruptWeightsError(
-            f"{path} is not a readable ONNX model; it is probably truncated or corrupt. Delete it and download it "
-            f"again.\nDetail: {detail}"
-        ) from parse_exc
-    fix = "update onnxruntime" if _ctx_id(providers) < 0 else "try the CPU provider, or update onnxruntime"
-    raise ProviderError(
-        f"ONNX Runtime could not load {path} with providers {_provider_names(providers)} although the file itself "
-        f"is valid ONNX: {fix}.\nDetail: {detail}"
-    ) from exc
-
-
-def _routed_as(model: Any) -> str:
-    """What insightface's router made of a file ("detection", "recognition", "landmark_3d_68"...), for messages."""
-    task = getattr(model, "taskname", None)
-    return f"a {task} model" if task else "no model insightface knows"
-
-
 def _check_detector(model: Any, path: Path) -> None:
     if getattr(model, "taskname", None) != "detection":
         raise WrongModelError(
-            f"{path} is not a face detector: insightface reads it as {_routed_as(model)}. It must be antelopev2's "
+            f"{path} is not a face detector: insightface reads it as {routed_as(model)}. It must be antelopev2's "
             f"scrfd_10g_bnkps.onnx; put the right file there ({DETECTOR.where_to_get()})."
         )
     if not getattr(model, "use_kps", False):
@@ -133,7 +75,7 @@ def _check_detector(model: Any, path: Path) -> None:
 def _check_recogniser(model: Any, path: Path) -> None:
     if getattr(model, "taskname", None) != "recognition":
         raise WrongModelError(
-            f"{path} is not a face recogniser: insightface reads it as {_routed_as(model)}. It must be Arc2Face's "
+            f"{path} is not a face recogniser: insightface reads it as {routed_as(model)}. It must be Arc2Face's "
             f"arcface.onnx from {HF_URL}."
         )
     size = tuple(model.input_size)
@@ -146,11 +88,6 @@ def _check_recogniser(model: Any, path: Path) -> None:
         )
     if isinstance(batch, int) and batch != 1:
         raise WrongModelError(f"{path} has a fixed batch size of {batch}; the recogniser must take 1 or any number.")
-
-
-def _ctx_id(providers: Sequence[Any]) -> int:
-    """insightface's convention: -1 means CPU only (prepare() then pins the session to the CPU provider)."""
-    return -1 if all(name == "CPUExecutionProvider" for name in _provider_names(providers)) else 0
 
 
 def _check_det_size(det_size: Any) -> int:
@@ -181,11 +118,11 @@ class FaceAnalyzer:
 
     def __repr__(self) -> str:
         return (f"FaceAnalyzer(detector={self.detector_path.name}, recogniser={self.recogniser_path.name}, "
-                f"providers={_provider_names(self.providers)}, det_size={self.det_size})")
+                f"providers={provider_names(self.providers)}, det_size={self.det_size})")
 
     def detect_faces(self, image_bgr: np.ndarray) -> list[DetectedFace]:
         """All faces in one uint8 BGR ``H x W x 3`` image, ordered left to right by box centre."""
-        _check_bgr(image_bgr)
+        check_bgr(image_bgr)
         bboxes, kpss = self.detector.detect(image_bgr, max_num=0)
         if kpss is None:
             raise WrongModelError(f"{self.detector_path} returned no facial keypoints; use scrfd_10g_bnkps.onnx.")
@@ -209,13 +146,14 @@ class FaceAnalyzer:
         choice = parse_face_choice(face)
         bgr_images = _as_bgr_list(images)
         count = len(bgr_images)
-        chosen = [self._choose(img, choice, i, count) for i, img in enumerate(bgr_images)]
+        chosen = [self.choose_face(img, choice, i, count) for i, img in enumerate(bgr_images)]
         crops = [self.align(img, f) for img, f in zip(bgr_images, chosen)]
         raw = self._recognise(crops)
         embeds = _normalise(raw, self.recogniser_path)
         return EmbedResult(embeds=embeds, crops=bgr_uint8_to_image(crops), faces=chosen)
 
-    def _choose(self, image_bgr: np.ndarray, choice: str | int, index: int, count: int) -> DetectedFace:
+    def choose_face(self, image_bgr: np.ndarray, choice: str | int, index: int, count: int) -> DetectedFace:
+        """The chosen face of image ``index`` (of ``count``, for messages), or NoFaceError naming that image."""
         faces = self.detect_faces(image_bgr)
         height, width = image_bgr.shape[:2]
         where = f"image {index + 1} of {count} ({width}x{height} pixels)"
@@ -264,7 +202,7 @@ def _normalise(raw: np.ndarray, path: Path) -> torch.Tensor:
     return torch.from_numpy(unit.astype(np.float32))
 
 
-def _check_bgr(image: Any) -> None:
+def check_bgr(image: Any) -> None:
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         what = f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
         raise InvalidInputError(f"Expected a uint8 BGR image of shape H x W x 3, got a {what}.")
@@ -277,7 +215,7 @@ def _as_bgr_list(images: Any) -> list[np.ndarray]:
         if not images:
             raise InvalidInputError("The image batch is empty: connect at least one image.")
         for image in images:
-            _check_bgr(image)
+            check_bgr(image)
         return [np.ascontiguousarray(image) for image in images]
     return to_bgr_uint8_batch(images)
 
@@ -295,22 +233,6 @@ def parse_face_choice(face: Any) -> str | int:
     raise InvalidInputError(f"face must be 'largest' or a face index 0, 1, 2... (left to right), got {face!r}.")
 
 
-def _check_active_provider(model: Any, path: Path, providers: Sequence[Any], strict: bool) -> None:
-    """ONNX Runtime silently falls back to the CPU when a GPU provider cannot start (e.g. onnxruntime-gpu 1.31 is a
-    CUDA 13 build and finds no CUDA 13 libraries). Say so: an error when the user picked the provider, else a warning."""
-    wanted = _provider_names(providers)[0]
-    session = getattr(model, "session", None)
-    active = list(session.get_providers()) if session is not None else [wanted]
-    if wanted in active:
-        return
-    message = (f"ONNX Runtime could not start {wanted} for {path.name} and runs it on {active} instead. "
-               "Its GPU libraries are probably missing or of another CUDA version (onnxruntime-gpu's requirements: "
-               "https://onnxruntime.ai/docs/execution-providers/CUDA-ExecutionProvider.html#requirements).")
-    if strict:
-        raise ProviderError(message + " Choose the CPU provider to run anyway.")
-    log.warning("Arc2Face: %s", message)
-
-
 def load_face_analyzer(roots: ModelRoots, providers: Sequence[Any], det_size: int = 640, download: bool = False,
                        *, provider_options: Any = None, strict_providers: bool = False) -> FaceAnalyzer:
     """Find and load the detector (``insightface/models/antelopev2/scrfd_10g_bnkps.onnx``) and Arc2Face's
@@ -323,19 +245,19 @@ def load_face_analyzer(roots: ModelRoots, providers: Sequence[Any], det_size: in
     (otherwise it silently runs on the next one, which is logged as a warning).
     """
     det_size = _check_det_size(det_size)
-    _check_providers(providers)
+    check_providers(providers)
     detector_path = find_weight(DETECTOR, roots.insightface, download=download)
     recogniser_path = find_arcface_recogniser(roots.arc2face, roots.insightface, download=download)
 
-    ctx_id = _ctx_id(providers)
-    detector = _load_onnx(detector_path, providers, provider_options)
+    context = ctx_id(providers)
+    detector = load_onnx(detector_path, providers, provider_options)
     _check_detector(detector, detector_path)
-    _check_active_provider(detector, detector_path, providers, strict_providers)
+    check_active_provider(detector, detector_path, providers, strict_providers)
     # Exactly one detection size: insightface 2.x would otherwise run its default 128 + 640 multi-scale pass.
-    detector.prepare(ctx_id, input_size=(det_size, det_size), det_thresh=DET_THRESH)
+    detector.prepare(context, input_size=(det_size, det_size), det_thresh=DET_THRESH)
 
-    recogniser = _load_onnx(recogniser_path, providers, provider_options)
+    recogniser = load_onnx(recogniser_path, providers, provider_options)
     _check_recogniser(recogniser, recogniser_path)
-    recogniser.prepare(ctx_id)
+    recogniser.prepare(context)
     return FaceAnalyzer(detector, recogniser, detector_path=detector_path, recogniser_path=recogniser_path,
                         providers=providers, det_size=det_size)

@@ -13,28 +13,26 @@ come from the VAE's config. It is the tensor ComfyUI's KSampler draws for a late
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 import torch
 
-from .checkpoints import check_finite, load_state_dict
-from .controlnet import check_control_range, check_controlnet_fits, control_active, control_image, find_controlnet, \
-    load_controlnet
-from .embeddings import validate_embeds
-from .encoder import Arc2FaceIDEncoder, find_id_encoder, load_id_encoder
-from .errors import CorruptWeightsError, InvalidInputError, WeightsNotFoundError, WrongModelError
-from .weights import HF_URL, UNET, ModelRoots, find_with_config
+from ..errors import InvalidInputError, WrongModelError
+from ..identity.embeddings import validate_embeds
+from ..identity.encoder import Arc2FaceIDEncoder, find_id_encoder, load_id_encoder
+from ..weights import ModelRoots
+from .controlnet import (
+    check_control_range,
+    check_controlnet_fits,
+    control_active,
+    control_image,
+    find_controlnet,
+    load_controlnet,
+)
+from .model_files import VAE_SCALING_FACTOR, find_unet, load_unet, load_vae
 
-# stable-diffusion-v1-5/vae/config.json. scaling_factor is not in that file; AutoencoderKL's default is SD1.5's.
-SD15_VAE_CONFIG = {
-    "_class_name": "AutoencoderKL", "act_fn": "silu", "block_out_channels": [128, 256, 512, 512],
-    "down_block_types": ["DownEncoderBlock2D"] * 4, "in_channels": 3, "latent_channels": 4, "layers_per_block": 2,
-    "norm_num_groups": 32, "out_channels": 3, "sample_size": 512, "up_block_types": ["UpDecoderBlock2D"] * 4,
-}
 # stable-diffusion-v1-5/scheduler/scheduler_config.json (written for PNDM). DPMSolverMultistepScheduler.from_config
 # takes the beta schedule and steps_offset from it and its own defaults for the rest (DPM-Solver++ order 2, epsilon,
 # "linspace" timesteps: 999, 959, ... 40 for 25 steps), as in the reference.
@@ -43,124 +41,10 @@ SD15_SCHEDULER_CONFIG = {
     "clip_sample": False, "num_train_timesteps": 1000, "set_alpha_to_one": False, "skip_prk_steps": True,
     "steps_offset": 1, "trained_betas": None,
 }
-VAE_SCALING_FACTOR = 0.18215
 DEFAULT_STEPS, DEFAULT_GUIDANCE, DEFAULT_SIZE = 25, 3.0, 512
 SIZE_MULTIPLE = 8
-SD15_VAE_URL = ("https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5/resolve/main/vae/"
-                "diffusion_pytorch_model.safetensors")
-VAE_WEIGHTS = "diffusion_pytorch_model.safetensors"
-# diffusers < 0.14 named the VAE mid-block attention like this; such files are still around (SD1.5's vae/ dates then).
-_LEGACY_ATTENTION = {".query.": ".to_q.", ".key.": ".to_k.", ".value.": ".to_v.", ".proj_attn.": ".to_out.0."}
 
 Progress = Callable[[int, int], None]   # (steps done, total steps)
-
-
-def _read_json(path: Path, what: str, hint: str) -> dict:
-    if not path.is_file():
-        raise WeightsNotFoundError(f"{what}: {path} is missing (it must sit beside the weights). {hint}")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CorruptWeightsError(f"{path} is not readable JSON ({exc}). {hint}") from exc
-    if not isinstance(config, dict):
-        raise CorruptWeightsError(f"{path} holds no JSON object. {hint}")
-    return config
-
-
-def _load_model(cls, config: dict, weights: Path, config_name: str, hint: str, *, legacy_names: bool = False):
-    """Build ``cls`` from ``config`` without initialising it and load ``weights`` strictly (every key, every shape).
-
-    diffusers' ``from_pretrained`` only warns about missing tensors and leaves them random (the silent-miss pitfall),
-    and without ``accelerate`` it first initialises every weight at random: this does neither.
-    """
-    sd = load_state_dict(weights)
-    if legacy_names:
-        sd = _rename_legacy_attention(sd)
-    check_finite(sd, weights)
-    try:
-        with torch.device("meta"):
-            model = cls.from_config(config)
-    except Exception as exc:  # diffusers raises TypeError/ValueError/KeyError/... for bad configs
-        raise CorruptWeightsError(f"{config_name} is not a valid {cls.__name__} config ({exc}). {hint}") from exc
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = sorted(expected.keys() - sd.keys())
-    unexpected = sorted(sd.keys() - expected.keys())
-    wrong = sorted(k for k in expected.keys() & sd.keys() if tuple(sd[k].shape) != expected[k])
-    if missing or unexpected or wrong:
-        raise CorruptWeightsError(
-            f"{weights} does not match the {cls.__name__} described by {config_name}: missing {len(missing)} tensors "
-            f"{missing[:4]}, unexpected {len(unexpected)} {unexpected[:4]}, wrong shape {len(wrong)} {wrong[:4]}. "
-            f"{_ldm_hint(sd)}{hint}")
-    model.load_state_dict(sd, strict=True, assign=True)
-    return model.eval().requires_grad_(False)
-
-
-def _ldm_hint(sd: dict) -> str:
-    """Files in the original Stable Diffusion layout (ComfyUI/A1111 checkpoints) are not converted here: say so."""
-    prefixes = ("first_stage_model.", "encoder.down.", "decoder.up.", "model.diffusion_model.", "input_blocks.")
-    if any(key.startswith(prefixes) for key in sd):
-        return "It is in the original Stable Diffusion (LDM) layout; this loader reads diffusers' layout. "
-    return ""
-
-
-def _rename_legacy_attention(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    renamed = {}
-    for key, value in sd.items():
-        if ".mid_block.attentions." in key:
-            for old, new in _LEGACY_ATTENTION.items():
-                key = key.replace(old, new)
-        renamed[key] = value
-    return renamed
-
-
-def find_unet(arc2face_roots, *, download: bool = False) -> tuple[Path, Path]:
-    """(weights, config.json) of the Arc2Face UNet: ``<root>/arc2face/{diffusion_pytorch_model.safetensors,
-    config.json}``. With ``download`` a missing config.json beside present weights is fetched too."""
-    return find_with_config(UNET, arc2face_roots, download=download)
-
-
-def load_unet(weights: str | os.PathLike, config_path: str | os.PathLike | None = None):
-    """The Arc2Face UNet (``UNet2DConditionModel``) from its diffusers folder files, loaded strictly, fp32 as stored."""
-    from diffusers import UNet2DConditionModel
-
-    weights = Path(weights)
-    config_path = Path(config_path) if config_path is not None else weights.with_name("config.json")
-    hint = f"Download arc2face/config.json and arc2face/diffusion_pytorch_model.safetensors from {HF_URL}."
-    config = _read_json(config_path, "Arc2Face UNet config", hint)
-    return _load_model(UNet2DConditionModel, config, weights, str(config_path), hint)
-
-
-def load_vae(path: str | os.PathLike, config: Optional[dict] = None):
-    """SD1.5's VAE (``AutoencoderKL``) from a diffusers folder (``config.json`` +
-    ``diffusion_pytorch_model.safetensors``: stable-diffusion-v1-5's ``vae/``) or one ``.safetensors`` file with
-    diffusers' key names.
-
-    ``config`` overrides the architecture; by default a folder's ``config.json``, for a file ``SD15_VAE_CONFIG``.
-    The attention names of files saved by diffusers < 0.14 (``query``/``key``/``value``/``proj_attn``, the era of
-    SD1.5's own vae/ file) are accepted, as diffusers' ``from_pretrained`` accepts them.
-    """
-    from diffusers import AutoencoderKL
-
-    path = Path(path)
-    hint = f"Use SD1.5's VAE: {SD15_VAE_URL} (or the vae/ folder of stable-diffusion-v1-5)."
-    if path.is_dir():
-        weights, config_name = path / VAE_WEIGHTS, str(path / "config.json")
-        if config is None:
-            config = _read_json(path / "config.json", "VAE config", hint)
-        if not weights.is_file():
-            raise WeightsNotFoundError(f"VAE weights not found: {weights} is missing. {hint}")
-    elif path.is_file():
-        weights, config_name = path, "the given VAE config" if config is not None else "SD1.5's VAE config"
-        config = config if config is not None else SD15_VAE_CONFIG
-    else:
-        raise WeightsNotFoundError(f"VAE not found: {path} does not exist. {hint}")
-    if weights.suffix != ".safetensors":
-        raise CorruptWeightsError(f"{weights}: the VAE must be a .safetensors file. {hint}")
-    scaling = config.get("scaling_factor", VAE_SCALING_FACTOR)
-    if config.get("latent_channels") != 4 or scaling != VAE_SCALING_FACTOR:
-        raise WrongModelError(f"{config_name} describes a VAE with {config.get('latent_channels')} latent channels "
-                              f"and scaling factor {scaling}: not SD1.5's (4, {VAE_SCALING_FACTOR}). {hint}")
-    return _load_model(AutoencoderKL, config, weights, config_name, hint, legacy_names=True)
 
 
 def make_scheduler():
@@ -309,7 +193,7 @@ class Arc2FacePipeline:
 
         ``noise`` replaces the seeded draw (a float tensor of the shape ``self.noise`` returns), e.g. a slice of a
         bigger draw so a dataset made in several batches equals one made in one.
-        ``hint`` (``pose_hint.prepare_normal_map``'s [1 or N, 512, 512, 3]) poses the faces with the ControlNet:
+        ``hint`` (``pose.hint.prepare_normal_map``'s [1 or N, 512, 512, 3]) poses the faces with the ControlNet:
         one hint for every image or one per identity; ``control_*`` as diffusers' controlnet_conditioning_scale and
         control_guidance_start/end.
         """

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 
 HINT_SIZE = 512          # the FFHQ-aligned training resolution
 BACKGROUND = 0.5         # n = 0 → 0.5: the renderer's empty background

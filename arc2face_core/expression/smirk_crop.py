@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 from .smirk import CHANNEL_ORDERS, CROP_SCALE, CROP_SIZE
 
 # MediaPipe's face mesh reaches up the forehead; the 68-point box stops at the brows. SMIRK's box is the mesh's, so the

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
+from ..faces.landmarks import check_landmarks, mean_shape
 
-NUM_LANDMARKS = 68
 JAW = slice(0, 17)
 BROWS = slice(17, 27)
 GLABELLA = 27                # top of the nose bridge, between the brows
@@ -50,30 +50,6 @@ class FaceSurface:
     outline: np.ndarray     # [K, 2] the closed face outline in (x, y), jaw first, then the forehead arc
 
 
-def mean_shape() -> np.ndarray:
-    """insightface's 68-point mean 3D face (``meanshape_68.pkl``, loaded from the installed package), float64."""
-    return _mean_shape_cached().copy()
-
-
-@functools.lru_cache(maxsize=1)
-def _mean_shape_cached() -> np.ndarray:
-    from insightface.data import get_object
-
-    shape = np.array(get_object("meanshape_68.pkl"), np.float64).reshape(NUM_LANDMARKS, 3)
-    shape.flags.writeable = False
-    return shape
-
-
-def check_landmarks(landmarks: object, what: str = "landmarks") -> np.ndarray:
-    """Return ``landmarks`` as a finite float64 [68, 3] array, or raise InvalidInputError."""
-    array = np.asarray(landmarks, dtype=np.float64)
-    if array.shape != (NUM_LANDMARKS, 3):
-        raise InvalidInputError(f"{what} must be 68 3D points (shape [68, 3]), got shape {array.shape}.")
-    if not np.isfinite(array).all():
-        raise InvalidInputError(f"{what} contain NaN or infinite values.")
-    return array
-
-
 def eye_to_mouth(landmarks: np.ndarray) -> float:
     """Distance in (x, y) between the eye centres' midpoint and the mouth corners' midpoint (FFHQ's eye_to_mouth)."""
     eyes = (landmarks[36:42, :2].mean(0) + landmarks[42:48, :2].mean(0)) / 2
@@ -87,7 +63,7 @@ def build_face_surface(landmarks: np.ndarray | None = None, grid_size: int = GRI
         raise InvalidInputError(f"grid_size must be an integer from 10 to 1000, got {grid_size!r}.")
     if landmarks is None and grid_size == GRID_SIZE:
         return _mean_surface()
-    points = _mean_shape_cached() if landmarks is None else check_landmarks(landmarks)
+    points = mean_shape() if landmarks is None else check_landmarks(landmarks)
     scale = eye_to_mouth(points)
     if scale < 1e-9 or np.linalg.norm(points[16, :2] - points[0, :2]) < 0.1 * scale:
         raise InvalidInputError("The landmarks are degenerate: eyes and mouth, or the two ends of the jaw, coincide.")
@@ -103,7 +79,7 @@ def build_face_surface(landmarks: np.ndarray | None = None, grid_size: int = GRI
 
 @functools.lru_cache(maxsize=1)
 def _mean_surface() -> FaceSurface:
-    surface = build_face_surface(_mean_shape_cached().copy(), GRID_SIZE)
+    surface = build_face_surface(mean_shape(), GRID_SIZE)
     for array in (surface.vertices, surface.triangles, surface.normals, surface.landmarks, surface.outline):
         array.flags.writeable = False   # shared by every caller
     return surface

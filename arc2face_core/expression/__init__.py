@@ -1,0 +1,1 @@
+"""Expression control: expression vectors, the Expression Adapter, and SMIRK with its face crop."""

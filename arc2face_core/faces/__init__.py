@@ -1,0 +1,1 @@
+"""Faces in photos: detection, ArcFace recognition, 68-point 3D landmarks, head pose and FFHQ alignment."""
