@@ -3,9 +3,15 @@
 The sampler generates ``images_per_id`` (k) images for each of N identities in one batch of N·k, grouped by
 identity: rows i·k … i·k+k-1 belong to identity i. ComfyUI itself would tile a shorter conditioning batch
 (0,1,0,1, …), so every per-identity tensor is expanded here with ``repeat_interleave`` before sampling.
+
+Model patches (the Expression and Reference Adapters) see only a batch of rows. The Arc2Face Sampler records the
+layout under ``LAYOUT_KEY`` in the model's ``transformer_options``, which ComfyUI hands every patch as
+``extra_options``; a model sampled by the stock KSampler has no record, and then every row is its own identity.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -13,6 +19,62 @@ from .errors import InvalidInputError
 
 LATENT_CHANNELS = 4      # SD1.5 VAE latent channels
 LATENT_SCALE = 8         # pixels per latent cell
+LAYOUT_KEY = "arc2face_identity_layout"   # transformer_options entry the Arc2Face Sampler sets
+
+
+def plural(count: int, word: str, words: str | None = None) -> str:
+    """``"1 identity"``, ``"3 identities"``: counts in messages read as English."""
+    return f"{count} {word if count == 1 else (words or word + 's')}"
+
+
+@dataclass(frozen=True)
+class IdentityLayout:
+    """Which rows of one cond (or uncond) chunk belong to which identity: rows i·k … i·k+k-1 are identity i."""
+
+    identities: int
+    images_per_id: int
+
+    def __post_init__(self) -> None:
+        for name in ("identities", "images_per_id"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInputError(f"{name} must be a whole number of at least 1, got {value!r}")
+
+    @property
+    def rows(self) -> int:
+        return self.identities * self.images_per_id
+
+    def describe(self) -> str:
+        return (f"{plural(self.identities, 'identity', 'identities')} × "
+                f"{plural(self.images_per_id, 'image')} per identity")
+
+
+def chunk_layout(recorded: IdentityLayout | None, rows: int) -> IdentityLayout:
+    """The layout of a chunk of ``rows`` latents: the one the Arc2Face Sampler recorded or, without a record (the
+    stock KSampler), one identity per row."""
+    if recorded is None:
+        return IdentityLayout(rows, 1)
+    if recorded.rows != rows:
+        raise InvalidInputError(f"the Arc2Face Sampler laid out {recorded.describe()} = {recorded.rows} latents, but "
+                                f"the model was called with {rows}; sample this model with one sampler node")
+    return recorded
+
+
+def per_row(values: torch.Tensor, layout: IdentityLayout, what: str, what_plural: str) -> torch.Tensor:
+    """Per-identity ``values`` [1 or N, ...] laid out on the chunk's rows [N·k, ...] (one value serves every row).
+
+    Anything else is an error naming the counts given and allowed: pairing values with the wrong identities would
+    go unnoticed in the images.
+    """
+    count = values.shape[0] if values.ndim else 0
+    if count == 1:
+        return values.expand(layout.rows, *values.shape[1:])
+    if count == layout.identities:
+        return values.repeat_interleave(layout.images_per_id, dim=0)
+    raise InvalidInputError(
+        f"{plural(count, what, what_plural)} for {layout.describe()}: give 1 {what} (for every image) or "
+        f"{layout.identities} (one per identity). With the stock KSampler every latent counts as its own identity; "
+        "the Arc2Face Sampler groups images_per_id latents per identity.")
 
 
 def expand_per_identity(tensor: torch.Tensor, identities: int, images_per_id: int, what: str) -> torch.Tensor:

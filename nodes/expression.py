@@ -70,17 +70,21 @@ class _ExpressionState:
         sigma = float(sigmas.detach().flatten()[0])
         return self.sigma_end <= sigma <= self.sigma_start
 
-    def kv(self, layer_id: int, cond_or_uncond, q):
+    def kv(self, layer_id: int, extra_options, q):
+        from ..arc2face_core.batching import LAYOUT_KEY
         from ..arc2face_core.expression.adapter import expression_tokens_for_batch
 
-        key = (layer_id, tuple(cond_or_uncond), q.shape[0], q.device, q.dtype)
+        cond_or_uncond, layout = extra_options["cond_or_uncond"], extra_options.get(LAYOUT_KEY)
+        key = (layer_id, tuple(cond_or_uncond), layout, q.shape[0], q.device, q.dtype)
         if key not in self._kv:
-            chunk, identities = q.shape[0] // len(cond_or_uncond), self.expressions.shape[0]
-            images_per_id = chunk // identities if chunk % identities == 0 else 0   # 0: the core explains
             tokens = expression_tokens_for_batch(self.adapter.project(self.expressions), self.adapter.zero_tokens(),
-                                                 cond_or_uncond, q.shape[0], images_per_id)
+                                                 cond_or_uncond, q.shape[0], layout)
             self._kv[key] = tuple(t.to(q.device, q.dtype) for t in self.adapter.kv(layer_id, tokens))
         return self._kv[key]
+
+    def __deepcopy__(self, memo):
+        # ComfyUI deep-copies model_options on every clone(); the adapter's weights and the K/V cache are shared.
+        return self
 
 
 class _ExpressionAttention:
@@ -104,7 +108,7 @@ class _ExpressionAttention:
         out = self.previous(q, k, v, extra_options) if self.previous else attention(q, k, v, heads)
         if not self.state.active(extra_options):
             return out
-        ip_k, ip_v = self.state.kv(self.layer_id, extra_options["cond_or_uncond"], q)
+        ip_k, ip_v = self.state.kv(self.layer_id, extra_options, q)
         return self._add_expression(out, q, ip_k, ip_v, heads, self.state.weight, attention)
 
 

@@ -59,9 +59,19 @@ class Arc2FaceSampler:
 
         import nodes as comfy_nodes  # ComfyUI's nodes.py (this pack's own package is a relative import)
 
-        from ..arc2face_core.batching import empty_latent, expand_conditioning, expand_latent, identity_count
+        from ..arc2face_core.batching import (
+            LAYOUT_KEY,
+            IdentityLayout,
+            empty_latent,
+            expand_conditioning,
+            expand_latent,
+            identity_count,
+        )
 
         identities = identity_count([cond.shape[0] for cond, _ in positive], "positive")
+        # Model patches (Expression, Reference Adapter) read which rows belong to which identity from here.
+        model = model.clone()
+        model.model_options["transformer_options"][LAYOUT_KEY] = IdentityLayout(identities, images_per_id)
         positive = expand_conditioning(positive, identities, images_per_id, "positive")
         negative = expand_conditioning(negative, identities, images_per_id, "negative")
         if images_per_id > 1 and identities > 1:

@@ -5,7 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from arc2face_core.batching import empty_latent, expand_conditioning, expand_latent, expand_per_identity, identity_count
+from arc2face_core.batching import (
+    IdentityLayout,
+    chunk_layout,
+    empty_latent,
+    expand_conditioning,
+    expand_latent,
+    expand_per_identity,
+    identity_count,
+    per_row,
+    plural,
+)
 from arc2face_core.errors import InvalidInputError
 
 
@@ -66,3 +76,40 @@ def test_expand_latent_for_img2img():
     assert expand_latent(full, 2, 3) is full
     with pytest.raises(InvalidInputError, match="must be 1, 2 or 6"):
         expand_latent(labelled(4, 4, 8, 8), 2, 3)
+
+
+# ------------------------------------------------------------------------------------ the layout patches read
+
+def test_per_row_lays_identities_out_as_the_sampler_groups_them():
+    layout = IdentityLayout(identities=3, images_per_id=2)
+    assert per_row(labelled(3, 5), layout, "expression", "expressions")[:, 0].tolist() == [0, 0, 1, 1, 2, 2]
+    assert per_row(labelled(1, 5), layout, "expression", "expressions")[:, 0].tolist() == [0] * 6
+
+
+def test_without_a_record_every_row_is_its_own_identity():
+    assert chunk_layout(None, 4) == IdentityLayout(4, 1)
+    recorded = IdentityLayout(2, 3)
+    assert chunk_layout(recorded, 6) is recorded
+    with pytest.raises(InvalidInputError, match="laid out 2 identities × 3 images per identity = 6 latents, but the "
+                                                "model was called with 4"):
+        chunk_layout(recorded, 4)
+
+
+@pytest.mark.parametrize("count, layout, message", [
+    (2, IdentityLayout(4, 1), "2 references for 4 identities × 1 image per identity: give 1 reference (for every "
+                              "image) or 4 (one per identity)"),
+    (3, IdentityLayout(1, 2), "3 references for 1 identity × 2 images per identity: give 1 reference (for every "
+                              "image) or 1 (one per identity)"),
+    (6, IdentityLayout(3, 2), "6 references for 3 identities × 2 images per identity"),
+])
+def test_counts_that_fit_no_layout_are_named_in_words(count, layout, message):
+    with pytest.raises(InvalidInputError) as caught:
+        per_row(labelled(count, 2), layout, "reference", "references")
+    assert str(caught.value).startswith(message)
+
+
+def test_layout_and_plural_checks():
+    assert plural(1, "identity", "identities") == "1 identity" and plural(0, "image") == "0 images"
+    for bad in [(0, 1), (1, -2), (True, 1), (1.5, 1), (None, 1)]:
+        with pytest.raises(InvalidInputError, match="must be a whole number of at least 1"):
+            IdentityLayout(*bad)

@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from arc2face_core.batching import IdentityLayout
 from arc2face_core.errors import CorruptWeightsError, InvalidInputError, WrongModelError
 from arc2face_core.expression.adapter import (
     SD15_ATTN2_LAYERS,
@@ -275,32 +276,52 @@ def _tokens(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.mark.parametrize("order", [[0, 1], [1, 0]])
 def test_tokens_for_identities_times_images(order):
     cond, uncond = _tokens(2)
-    out = expression_tokens_for_batch(cond, uncond, order, batch=8, images_per_id=2)
+    out = expression_tokens_for_batch(cond, uncond, order, batch=8, layout=IdentityLayout(2, 2))
     rows = out[:, 0, 0].tolist()
     cond_rows, uncond_rows = [1.0, 1.0, 2.0, 2.0], [0.0] * 4
     assert rows == (cond_rows + uncond_rows if order == [0, 1] else uncond_rows + cond_rows)
     assert out.shape == (8, 4, 8)
 
 
+def test_three_identities_of_two_images_each_keep_their_expression():
+    """The case the old guess (images_per_id = batch / expressions) paired wrongly: identity 1's two images differ."""
+    cond, uncond = _tokens(3)
+    out = expression_tokens_for_batch(cond, uncond, [0, 1], 12, IdentityLayout(3, 2))
+    assert out[:, 0, 0].tolist() == [1, 1, 2, 2, 3, 3] + [0] * 6
+
+
 def test_one_expression_broadcasts_and_single_chunks():
     cond, uncond = _tokens(1)
-    assert expression_tokens_for_batch(cond, uncond, [0, 1], 6, 3)[:, 0, 0].tolist() == [1, 1, 1, 0, 0, 0]
-    assert expression_tokens_for_batch(cond, uncond, [0], 2, 1)[:, 0, 0].tolist() == [1, 1]
-    assert expression_tokens_for_batch(_tokens(2)[0], uncond, [1], 4, 2)[:, 0, 0].tolist() == [0, 0, 0, 0]
+    assert expression_tokens_for_batch(cond, uncond, [0, 1], 6, IdentityLayout(1, 3))[:, 0, 0].tolist() == \
+        [1, 1, 1, 0, 0, 0]
+    assert expression_tokens_for_batch(cond, uncond, [0], 2, None)[:, 0, 0].tolist() == [1, 1]
+    assert expression_tokens_for_batch(_tokens(2)[0], uncond, [1], 4, IdentityLayout(2, 2))[:, 0, 0].tolist() == [0] * 4
 
 
-@pytest.mark.parametrize("n, order, batch, per_id, message", [
-    (2, [0, 1], 7, 2, "cannot be split into 2 equal"),
-    (2, [0, 1], 6, 2, "2 expressions × 2 images per identity make 4 rows, but the sampler batch has 3"),
-    (2, [], 4, 2, "non-empty list"),
-    (1, [0, 2], 4, 1, "non-empty list of 0"),
+def test_without_a_recorded_layout_every_row_is_its_own_identity():
+    """The stock KSampler: 4 latents are 4 identities, so 4 expressions pair one to one."""
+    cond, uncond = _tokens(4)
+    assert expression_tokens_for_batch(cond, uncond, [1, 0], 8, None)[:, 0, 0].tolist() == [0] * 4 + [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("n, order, batch, layout, message", [
+    (2, [0, 1], 7, IdentityLayout(2, 2), "cannot be split into 2 equal"),
+    # 4 identities x 1 image with 2 expressions: once silently split as identities 0-1 / 2-3
+    (2, [0, 1], 8, IdentityLayout(4, 1), r"^2 expressions for 4 identities × 1 image per identity: give 1 "
+                                         r"expression \(for every image\) or 4 \(one per identity\)"),
+    (2, [0, 1], 12, IdentityLayout(3, 2), "2 expressions for 3 identities × 2 images per identity: give 1 "),
+    (2, [0, 1], 8, None, "2 expressions for 4 identities × 1 image per identity"),
+    (2, [0, 1], 6, IdentityLayout(2, 2), "laid out 2 identities × 2 images per identity = 4 latents, but the "
+                                         "model was called with 3"),
+    (2, [], 4, IdentityLayout(1, 1), "non-empty list"),
+    (1, [0, 2], 4, IdentityLayout(1, 1), "non-empty list of 0"),
 ])
-def test_token_layout_errors(n, order, batch, per_id, message):
+def test_token_layout_errors(n, order, batch, layout, message):
     cond, uncond = _tokens(n)
     with pytest.raises(InvalidInputError, match=message):
-        expression_tokens_for_batch(cond, uncond, order, batch, per_id)
+        expression_tokens_for_batch(cond, uncond, order, batch, layout)
     with pytest.raises(InvalidInputError, match=r"\[N, T, D\] and \[1, T, D\]"):
-        expression_tokens_for_batch(cond, torch.zeros(2, 4, 8), [0], 2, 1)
+        expression_tokens_for_batch(cond, torch.zeros(2, 4, 8), [0], 2, None)
 
 
 @pytest.mark.parametrize("bad, message", [

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..batching import IdentityLayout, chunk_layout, per_row
 from ..checkpoints import as_state_dict, check_finite, read_checkpoint
 from ..errors import CorruptWeightsError, InvalidInputError, WrongModelError
 
@@ -306,11 +307,12 @@ def add_expression_attention(text_out: torch.Tensor, q: torch.Tensor, ip_k: torc
 
 
 def expression_tokens_for_batch(cond_tokens: torch.Tensor, uncond_tokens: torch.Tensor, cond_or_uncond: Sequence[int],
-                                batch: int, images_per_id: int) -> torch.Tensor:
+                                batch: int, layout: IdentityLayout | None) -> torch.Tensor:
     """Lay out expression tokens [batch, T, D] for a sampler batch made of ``len(cond_or_uncond)`` equal chunks.
 
-    A cond chunk (0) gets the per-identity tokens, identity i on rows i*k .. i*k+k-1 (k = images_per_id; a single
-    expression serves every row); an uncond chunk (1) gets the zero-expression tokens.
+    A cond chunk (0) gets the per-identity tokens on the rows of ``layout`` (the Arc2Face Sampler's record; None =
+    the stock KSampler, one identity per row): one expression serves every row, N expressions go to N identities;
+    an uncond chunk (1) gets the zero-expression tokens.
     """
     if cond_tokens.ndim != 3 or uncond_tokens.ndim != 3 or uncond_tokens.shape[0] != 1 \
             or cond_tokens.shape[1:] != uncond_tokens.shape[1:]:
@@ -320,14 +322,7 @@ def expression_tokens_for_batch(cond_tokens: torch.Tensor, uncond_tokens: torch.
         raise InvalidInputError(f"cond_or_uncond must be a non-empty list of 0 (cond) and 1 (uncond), got {cond_or_uncond!r}")
     if batch % len(cond_or_uncond):
         raise InvalidInputError(f"a batch of {batch} cannot be split into {len(cond_or_uncond)} equal cond/uncond chunks")
-    chunk, identities = batch // len(cond_or_uncond), cond_tokens.shape[0]
-    if identities == 1:
-        cond = cond_tokens.expand(chunk, -1, -1)
-    elif images_per_id < 1 or identities * images_per_id != chunk:
-        raise InvalidInputError(f"{identities} expressions × {images_per_id} images per identity make "
-                                f"{identities * images_per_id} rows, but the sampler batch has {chunk} latents: give "
-                                "one expression, or one per identity")
-    else:
-        cond = cond_tokens.repeat_interleave(images_per_id, dim=0)
+    chunk = batch // len(cond_or_uncond)
+    cond = per_row(cond_tokens, chunk_layout(layout, chunk), "expression", "expressions")
     uncond = uncond_tokens.to(cond.device, cond.dtype).expand(chunk, -1, -1)
     return torch.cat([uncond if c else cond for c in cond_or_uncond], dim=0)
