@@ -14,6 +14,7 @@ Mirrors: ``HF_ENDPOINT`` (huggingface_hub's own variable), ``ARC2FACE_INSIGHTFAC
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
 import shutil
 import sys
@@ -138,7 +139,7 @@ def fetch_missing(models: Path, files, *, quiet: bool = False) -> list[Path]:
             else:
                 _download(item.source(), target, item.title, quiet)
             written.append(target)
-    except (OSError, urllib.error.URLError, zipfile.BadZipFile, DownloadError) as exc:
+    except (OSError, http.client.HTTPException, zipfile.BadZipFile, DownloadError) as exc:   # URLError: an OSError
         left = todo[index:]
         raise DownloadError(
             f"Downloading {left[0].title} from {left[0].source()} failed ({type(exc).__name__}: {exc}).\n"
