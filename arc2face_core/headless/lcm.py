@@ -80,13 +80,11 @@ def apply_lcm_arguments(pipeline, args: argparse.Namespace) -> dict:
 
     if args.lora is None and args.lora_strength != 1.0:
         raise InvalidInputError("--lora-strength needs a LoRA: pass --lora FILE")
-    from .pipeline import SD15_SCHEDULER_CONFIG
-
     pipeline.scheduler_name = args.scheduler
     if adds_noise(args.scheduler):
         check_lcm_steps(args.steps)
     name = "LCMScheduler" if args.scheduler == "lcm" else "DPMSolverMultistepScheduler"
-    info: dict = {"scheduler": {f"{name}.from_config": SD15_SCHEDULER_CONFIG}}
+    info: dict = {"scheduler": {f"{name}.from_config": pipeline.SCHEDULER_CONFIG}}
     if adds_noise(args.scheduler):
         info["noise_between_steps"] = ("after each step but the last, the next torch.randn of the same shape from the "
                                        "same generator as the initial noise (diffusers' LCM pipeline with "

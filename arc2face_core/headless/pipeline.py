@@ -76,6 +76,8 @@ class Arc2FacePipeline:
     """Arc2Face UNet + ID encoder + SD1.5 VAE + DPM-Solver++: ArcFace embeddings in, images out; optionally the
     pose ControlNet (``controlnet``), steered by a normal-map hint."""
 
+    SCHEDULER_CONFIG = SD15_SCHEDULER_CONFIG   # what make_scheduler builds every scheduler from
+
     def __init__(self, unet, vae, encoder: Arc2FaceIDEncoder, *, controlnet=None,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> None:
         if unet.config.cross_attention_dim != encoder.hidden_size:
