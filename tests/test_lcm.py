@@ -196,9 +196,12 @@ def test_cli_lcm_in_batches_equals_diffusers(lcm_models, tiny_arc2face_root, tin
 @pytest.mark.parametrize("extra, message", [
     (["--lora-strength", "0.5"], "--lora-strength needs a LoRA"),
     (["--scheduler", "lcm", "--steps", "60"], "steps must be 1 to 50 with the lcm scheduler"),
+    (["--lora", "nowhere.safetensors"], "LoRA file not found: nowhere.safetensors"),
 ])
-def test_cli_lcm_misuse_is_a_clear_error(lcm_models, tiny_vae_folder, tmp_path, capsys, extra, message):
-    args = ["--models", str(lcm_models), "--vae", str(tiny_vae_folder), "--random-identities", "1", "--width", "64",
-            "--height", "64", "--device", "cpu", "--out", str(tmp_path / "o"), "-q", *extra]
+def test_cli_lcm_misuse_is_a_clear_error_before_anything_loads(lcm_models, tmp_path, capsys, extra, message):
+    """Refused before loading: the VAE given does not even exist, and that is not what is reported."""
+    args = ["--models", str(lcm_models), "--vae", str(tmp_path / "no_vae"), "--random-identities", "1", "--width",
+            "64", "--height", "64", "--device", "cpu", "--out", str(tmp_path / "o"), "-q", *extra]
     assert cli_main(args) == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and "no_vae" not in err

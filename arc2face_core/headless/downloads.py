@@ -220,8 +220,11 @@ def files_for_run(args: argparse.Namespace) -> tuple:
 
 
 def prepare_run(args: argparse.Namespace) -> Path:
-    """With --download, fetch what the run needs; returns the VAE path (--vae, else <models>/vae/sd15_vae.safetensors,
+    """Check the LCM options, then with --download fetch what the run needs; returns the VAE path (--vae, else <models>/vae/sd15_vae.safetensors,
     which without --download must exist: a VAE is never guessed)."""
+    from .lcm import check_lcm_arguments
+
+    check_lcm_arguments(args)   # a wrong LCM setting fails before anything is downloaded or loaded
     models = Path(args.models)
     if args.download:
         fetch_missing(models, files_for_run(args), quiet=args.quiet)

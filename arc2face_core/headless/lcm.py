@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, WeightsNotFoundError
 
 SCHEDULERS = ("dpmpp_2m", "lcm")   # DPM-Solver++ 2M (the paper's), LCM (with an LCM LoRA)
 LCM_STEPS, LCM_GUIDANCE = 3, 1.0
@@ -74,15 +74,25 @@ def add_lcm_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--lora-strength", type=float, default=1.0, metavar="S", help="how strongly to apply --lora")
 
 
+def check_lcm_arguments(args: argparse.Namespace) -> None:
+    """Before anything loads: --lora-strength without --lora, lcm steps out of range, a missing --lora file."""
+    if getattr(args, "lora", None) is None and getattr(args, "lora_strength", 1.0) != 1.0:
+        raise InvalidInputError("--lora-strength needs a LoRA: pass --lora FILE")
+    if adds_noise(getattr(args, "scheduler", "dpmpp_2m")):
+        check_lcm_steps(args.steps)
+    if getattr(args, "lora", None) is not None and not Path(args.lora).is_file():
+        raise WeightsNotFoundError(f"LoRA file not found: {args.lora}. Pass the .safetensors file itself, e.g. "
+                                   "models/loras/lcm-lora-sdv1-5.safetensors (latent-consistency/lcm-lora-sdv1-5's "
+                                   "pytorch_lora_weights.safetensors; python -m arc2face_core.headless.downloads "
+                                   "--with lcm puts it there)")
+
+
 def apply_lcm_arguments(pipeline, args: argparse.Namespace) -> dict:
     """Set the pipeline's scheduler and merge --lora; returns what settings.json records about them."""
     from .lora import apply_lora
 
-    if args.lora is None and args.lora_strength != 1.0:
-        raise InvalidInputError("--lora-strength needs a LoRA: pass --lora FILE")
+    check_lcm_arguments(args)
     pipeline.scheduler_name = args.scheduler
-    if adds_noise(args.scheduler):
-        check_lcm_steps(args.steps)
     name = "LCMScheduler" if args.scheduler == "lcm" else "DPMSolverMultistepScheduler"
     info: dict = {"scheduler": {f"{name}.from_config": pipeline.SCHEDULER_CONFIG}}
     if adds_noise(args.scheduler):
