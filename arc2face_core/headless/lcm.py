@@ -19,7 +19,6 @@ import torch
 from ..errors import InvalidInputError, WeightsNotFoundError
 
 SCHEDULERS = ("dpmpp_2m", "lcm")   # DPM-Solver++ 2M (the paper's), LCM (with an LCM LoRA)
-LCM_STEPS, LCM_GUIDANCE = 3, 1.0
 LCM_MAX_STEPS = 50   # LCMScheduler's original_inference_steps for SD1.5's config
 
 
