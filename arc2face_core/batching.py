@@ -91,7 +91,13 @@ def expand_per_identity(tensor: torch.Tensor, identities: int, images_per_id: in
 
 
 def identity_count(batch_sizes: list[int], what: str = "positive") -> int:
-    """The number of identities N in a conditioning whose entries have these batch sizes (all equal, or 1)."""
+    """The number of identities N in a conditioning whose entries have these batch sizes (all equal, or 1).
+
+    Entries are parts of the *same* images, never extra images: ComfyUI adds the predictions of all entries (each
+    inside its mask or area). So two people made with Conditioning (Set Mask) + Conditioning (Combine), one identity
+    per entry, are ONE image with two regions (N = 1), and an entry of batch 1 (a shared region, a style) serves every
+    identity of the entries of batch N.
+    """
     sizes = set(batch_sizes) - {1}
     if len(sizes) > 1:
         raise InvalidInputError(f"the {what} conditioning mixes batches of {sorted(sizes)} identities; "
@@ -123,8 +129,9 @@ def expand_latent(samples: torch.Tensor, identities: int, images_per_id: int) ->
                             f"images it must be 1, {identities} or {total}")
 
 
-# Conditioning entries (ComfyUI's [[cond, {options}], ...] list) whose option tensors are per identity.
-_PER_IDENTITY_OPTIONS = ("pooled_output",)
+# Conditioning entries (ComfyUI's [[cond, {options}], ...] list) whose option tensors are per identity. ComfyUI tiles
+# a mask batch shorter than the latent batch (m0, m1, m0, m1), so per-identity masks are grouped here like the conds.
+_PER_IDENTITY_OPTIONS = ("pooled_output", "mask")
 
 
 def expand_conditioning(conditioning: list, identities: int, images_per_id: int, what: str) -> list:
@@ -137,7 +144,8 @@ def expand_conditioning(conditioning: list, identities: int, images_per_id: int,
         options = dict(options)
         for key in _PER_IDENTITY_OPTIONS:
             value = options.get(key)
-            if isinstance(value, torch.Tensor) and value.shape[0] == cond.shape[0]:
+            if isinstance(value, torch.Tensor) and value.ndim >= (3 if key == "mask" else 1) \
+                    and value.shape[0] == cond.shape[0]:
                 options[key] = expand_per_identity(value, identities, images_per_id, f"{what} {key}")
         expanded.append([expand_per_identity(cond, identities, images_per_id, what), options])
     return expanded

@@ -30,11 +30,13 @@ class Arc2FaceSampler:
                 "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
                                  "tooltip": "Seed of the noise, drawn exactly as the stock KSampler draws it."}),
                 "steps": ("INT", {"default": 25, "min": 1, "max": 10000,
-                                  "tooltip": "Denoising steps (paper: 25 with DPM++ 2M; 2-4 with an LCM LoRA)."}),
+                                  "tooltip": ("Denoising steps (paper: 25 with DPM++ 2M). LCM-LoRA: 3, with "
+                                              "ModelSamplingDiscrete = lcm, sampler lcm, scheduler simple, CFG 1.0.")}),
                 "cfg": ("FLOAT", {"default": 3.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
                                   "tooltip": "Classifier-free guidance scale (paper: 3.0; 1.0 with an LCM LoRA)."}),
                 "sampler_name": (comfy.samplers.KSampler.SAMPLERS, {
-                    "default": "dpmpp_2m", "tooltip": "Sampling algorithm (paper: DPM-Solver++ 2M = dpmpp_2m)."}),
+                    "default": "dpmpp_2m", "tooltip": ("Sampling algorithm (paper: DPM-Solver++ 2M = dpmpp_2m; "
+                                                       "lcm with an LCM LoRA, scheduler simple).")}),
                 "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {
                     "default": "normal", "tooltip": ("Noise schedule. normal spaces the timesteps evenly, like the "
                                                      "reference's DPMSolverMultistepScheduler.")}),

@@ -10,28 +10,60 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from builders.ui_workflows import FILE_COMBOS, NodeSpec, build_ui_workflow, check_ui_workflow  # noqa: E402
+from builders.ui_workflows import (  # noqa: E402
+    FILE_COMBOS,
+    VIRTUAL_NODES,
+    NodeSpec,
+    build_ui_workflow,
+    check_ui_workflow,
+    layout_problems,
+)
 
 VAE_FILE = "sd15_vae.safetensors"
+LCM_LORA = "lcm-lora-sdv1-5.safetensors"
 VAE_MODEL = {"name": VAE_FILE, "directory": "vae",
              "url": "https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5/resolve/main/vae/"
                     "diffusion_pytorch_model.safetensors"}
-FILES_NOTE = ("Arc2Face needs (see the pack's README):\n"
-              "models/arc2face/arc2face/ (config.json, diffusion_pytorch_model.safetensors)\n"
-              "models/arc2face/encoder/ (config.json, pytorch_model.bin)\n"
-              "models/arc2face/arcface.onnx\n"
-              "   all from huggingface.co/FoivosPar/Arc2Face\n"
-              "models/insightface/models/antelopev2/scrfd_10g_bnkps.onnx (insightface antelopev2)\n"
-              f"models/vae/{VAE_FILE} (SD1.5's VAE: stable-diffusion-v1-5/vae/diffusion_pytorch_model.safetensors)\n"
-              "Pose workflows also: models/arc2face/controlnet/ (Arc2Face) and antelopev2's 1k3d68.onnx (pose from a "
-              "photo)\n"
-              "Expression workflows also: models/arc2face/exp_adapter/exp_adapter.bin (Arc2Face), and for an "
-              "expression from a photo models/arc2face/smirk/SMIRK_em1.pt (SMIRK) and antelopev2's 1k3d68.onnx")
+ARC2FACE_HUB = "huggingface.co/FoivosPar/Arc2Face"
+ANTELOPEV2 = "insightface's antelopev2 pack (non-commercial research only)"
+# What each node type reads from disk, for the Note of every workflow that uses it (values: the node's widgets).
+FILES_BY_NODE = {
+    "Arc2FaceModelLoader": lambda v: [f"models/arc2face/arc2face/ (config.json, diffusion_pytorch_model.safetensors) "
+                                      f"and models/arc2face/encoder/ (config.json, pytorch_model.bin): {ARC2FACE_HUB}"],
+    "Arc2FaceArcFaceLoader": lambda v: [f"models/arc2face/arcface.onnx: {ARC2FACE_HUB}",
+                                        f"models/insightface/models/antelopev2/scrfd_10g_bnkps.onnx: {ANTELOPEV2}"],
+    "VAELoader": lambda v: [f"models/vae/{v.get('vae_name', VAE_FILE)}: SD1.5's VAE (stable-diffusion-v1-5, "
+                            "vae/diffusion_pytorch_model.safetensors)"],
+    "Arc2FaceControlNetLoader": lambda v: [f"models/arc2face/controlnet/ (config.json, "
+                                           f"diffusion_pytorch_model.safetensors): {ARC2FACE_HUB}"],
+    "Arc2FaceNormalMapFromPhoto": lambda v: [f"models/insightface/models/antelopev2/1k3d68.onnx: {ANTELOPEV2}"],
+    "Arc2FaceExpressionAdapterLoader": lambda v: [f"models/arc2face/exp_adapter/exp_adapter.bin: {ARC2FACE_HUB}"],
+    "Arc2FaceExpressionFromImage": lambda v: [
+        "models/arc2face/smirk/SMIRK_em1.pt: github.com/georgeretsi/smirk (by hand)",
+        f"models/insightface/models/antelopev2/1k3d68.onnx: {ANTELOPEV2}"],
+    "LoraLoaderModelOnly": lambda v: [f"models/loras/{v['lora_name']}: SD1.5's LCM-LoRA "
+                                      "(huggingface.co/latent-consistency/lcm-lora-sdv1-5, pytorch_lora_weights"
+                                      ".safetensors, renamed)" if "lcm" in v["lora_name"] else
+                                      f"models/loras/{v['lora_name']}"],
+}
+FILES_FOOTER = ("All but SMIRK: python -m arc2face_core.headless.downloads --models ComfyUI/models --all "
+                "(in the pack's folder; see its README)")
+
+
+@dataclass(frozen=True)
+class Note:
+    """What a workflow's Note says; the files it needs are listed from its nodes (FILES_BY_NODE)."""
+
+    does: str
+    try_first: str
+
+
 SAMPLER = {"seed": 42, "seed#control": "randomize", "steps": 25, "cfg": 3.0, "sampler_name": "dpmpp_2m",
            "scheduler": "normal", "width": 512, "height": 512}
 
@@ -48,7 +80,6 @@ def common_head(image_file: str) -> list[NodeSpec]:
                  size=(300, 60)),
         NodeSpec(9, "VAEDecode", (1400, 0), size=(200, 50)),
         NodeSpec(10, "SaveImage", (1640, 0), {"filename_prefix": "arc2face"}, size=(400, 420)),
-        NodeSpec(11, "Note", (0, 1060), {"text": FILES_NOTE}, size=(660, 150)),
     ]
 
 
@@ -162,23 +193,131 @@ def expression_manual():
                                  size=(300, 200))], [], 24)
 
 
+def lcm():
+    """LCM speed mode: SD1.5's LCM-LoRA, ModelSamplingDiscrete lcm, sampler lcm + scheduler simple, 3 steps, CFG 1.
+
+    In ComfyUI 0.3.64 this matches diffusers' LCMScheduler of the official demo exactly (timesteps 999/679/339 with its
+    c_skip/c_out); sgm_uniform would be up to 2.5% off, and without ModelSamplingDiscrete the steps are 999/666/333.
+    """
+    nodes = common_head("arc2face_face.png") + [
+        NodeSpec(12, "LoraLoaderModelOnly", (720, 140), {"lora_name": LCM_LORA, "strength_model": 1.0},
+                 size=(320, 90)),
+        NodeSpec(13, "ModelSamplingDiscrete", (1020, 140), {"sampling": "lcm", "zsnr": False}, size=(280, 90)),
+        NodeSpec(7, "Arc2FaceSampler", (1020, 0), dict(SAMPLER, steps=3, cfg=1.0, sampler_name="lcm",
+                                                        scheduler="simple", images_per_id=4),
+                 title="Arc2Face Sampler (LCM: 3 steps, CFG 1.0, lcm + simple)", size=(320, 330))]
+    links = COMMON_LINKS + [(4, "embeds", 6, "embeds"), (1, "model", 12, "model"), (12, "MODEL", 13, "model"),
+                            (13, "MODEL", 7, "model"), (6, "positive", 7, "positive"), (6, "negative", 7, "negative"),
+                            (7, "latent", 9, "samples")]
+    return nodes, links
+
+
+def two_people():
+    """Two identities, each owning half of a 1024x512 image: Conditioning (Set Mask) per person, then Combine."""
+    nodes = common_head("arc2face_person_a.png") + [
+        NodeSpec(12, "LoadImage", (-380, 700), {"image": "arc2face_person_b.png"}, title="Person B (right)",
+                 size=(320, 330)),
+        NodeSpec(13, "Arc2FaceArcFaceEmbed", (380, 700), {"face": "largest"}, size=(280, 100)),
+        NodeSpec(14, "Arc2FaceEncoder", (720, 300), size=(240, 60)),
+        NodeSpec(15, "SolidMask", (380, 900), {"value": 0.0, "width": 1024, "height": 512}, title="Empty canvas",
+                 size=(260, 110)),
+        NodeSpec(16, "SolidMask", (380, 1050), {"value": 1.0, "width": 512, "height": 512}, title="Half",
+                 size=(260, 110)),
+        NodeSpec(17, "MaskComposite", (720, 900), {"x": 0, "y": 0, "operation": "add"}, title="Left half",
+                 size=(260, 130)),
+        NodeSpec(18, "MaskComposite", (720, 1050), {"x": 512, "y": 0, "operation": "add"}, title="Right half",
+                 size=(260, 130)),
+        NodeSpec(19, "ConditioningSetMask", (1020, 300), {"strength": 1.0, "set_cond_area": "default"},
+                 title="Person A: left", size=(280, 110)),
+        NodeSpec(20, "ConditioningSetMask", (1020, 450), {"strength": 1.0, "set_cond_area": "default"},
+                 title="Person B: right", size=(280, 110)),
+        NodeSpec(21, "ConditioningCombine", (1300, 300), size=(240, 60)),
+        NodeSpec(7, "Arc2FaceSampler", (1020, 0), dict(SAMPLER, width=1024, height=512, images_per_id=2),
+                 size=(320, 330))]
+    links = COMMON_LINKS + [
+        (4, "embeds", 6, "embeds"), (2, "arcface", 13, "arcface"), (12, "IMAGE", 13, "image"),
+        (1, "encoder", 14, "encoder"), (13, "embeds", 14, "embeds"), (15, "MASK", 17, "destination"),
+        (16, "MASK", 17, "source"), (15, "MASK", 18, "destination"), (16, "MASK", 18, "source"),
+        (6, "positive", 19, "conditioning"), (17, "MASK", 19, "mask"), (14, "positive", 20, "conditioning"),
+        (18, "MASK", 20, "mask"), (19, "CONDITIONING", 21, "conditioning_1"),
+        (20, "CONDITIONING", 21, "conditioning_2"), (1, "model", 7, "model"), (21, "CONDITIONING", 7, "positive"),
+        (6, "negative", 7, "negative"), (7, "latent", 9, "samples")]
+    return nodes, links
+
+
 WORKFLOWS = {"arc2face_basic": basic, "arc2face_average": average, "arc2face_blend": blend,
              "arc2face_ksampler": ksampler, "arc2face_pose": pose, "arc2face_pose_angles": pose_angles,
-             "arc2face_expression": expression, "arc2face_expression_manual": expression_manual}
+             "arc2face_expression": expression, "arc2face_expression_manual": expression_manual,
+             "arc2face_lcm": lcm, "arc2face_two_people": two_people}
+
+NOTES = {
+    "arc2face_basic": Note("One photo of a person -> 4 new photos of that person (the paper's setting).",
+                           "Load your photo in Load Image. Sampler: 25 steps, CFG 3.0, dpmpp_2m; more images: "
+                           "images_per_id."),
+    "arc2face_average": Note("Three photos of one person, embedded and averaged into one identity (paper Fig. 13: "
+                             "higher fidelity) -> 4 images.",
+                             "Use photos with different poses and light; method mean (median/trimmed_mean resist "
+                             "an odd photo out)."),
+    "arc2face_blend": Note("Two people -> a 5-step identity morph (paper Fig. 10), one image per step.",
+                           "steps of Embedding Interpolate sets the number of images; slerp stays on the unit "
+                           "sphere like ArcFace vectors."),
+    "arc2face_ksampler": Note("The Arc2Face Encoder's positive and negative with the stock KSampler.",
+                              "CFG 3.0, 25 steps, dpmpp_2m; the latent batch must equal the number of identities."),
+    "arc2face_pose": Note("Identity from one photo, head pose from a reference photo (pose ControlNet) -> 4 images.",
+                          "strength 1.0; lower it (0.6-0.8) if faces look stiff. The hint preview shows the pose."),
+    "arc2face_pose_angles": Note("Identity from a photo, head pose typed as yaw/pitch/roll -> 4 images.",
+                                 "yaw within +-60, pitch within +-30 degrees; strength 1.0."),
+    "arc2face_expression": Note("Identity from one photo, expression from another photo (Expression Adapter, SMIRK) "
+                                "-> 4 images.",
+                                "weight 1.0; channel_order bgr as in the Arc2Face demo."),
+    "arc2face_expression_manual": Note("Identity from a photo, an expression set by hand (jaw open) -> 4 images.",
+                                       "jaw_open 0.1-0.4, eyelids 0-1; weight 1.0."),
+    "arc2face_lcm": Note("LCM speed mode: 4 images in 3 steps with SD1.5's LCM-LoRA, as in the official demo.",
+                         "Keep ModelSamplingDiscrete = lcm, sampler lcm, scheduler simple, CFG 1.0 (these match "
+                         "diffusers' LCMScheduler exactly); steps 2-4."),
+    "arc2face_two_people": Note("Two people in one 1024x512 image: each identity's conditioning is masked to its half "
+                                "(Conditioning Set Mask), then combined; one shared negative. 2 images.",
+                                "Keep both masks the canvas size; the Sampler counts the combined masks as ONE image "
+                                "with two regions. Try CFG 3.0, 25 steps; move the split with the Right half's x."),
+}
+
+
+def note_text(name: str, nodes: list[NodeSpec]) -> str:
+    note = NOTES.get(name)
+    if note is None:
+        raise SystemExit(f"{name}: add a Note (what it does, settings to try first) to NOTES")
+    files: list[str] = []
+    for spec in nodes:
+        if spec.type not in FILES_BY_NODE and "Loader" in spec.type:
+            raise SystemExit(f"{name}: {spec.type} loads files: say which in FILES_BY_NODE")
+        for line in FILES_BY_NODE.get(spec.type, lambda v: [])(spec.values):
+            if line not in files:
+                files.append(line)
+    listed = "\n".join(f"- {line}" for line in files)
+    return (f"WHAT IT DOES: {note.does}\n\nFILES IT NEEDS (under ComfyUI/models):\n{listed}\n{FILES_FOOTER}\n\n"
+            f"TRY FIRST: {note.try_first}")
+
+
+def build(name: str, object_info: dict) -> dict:
+    """The UI workflow ``name``: its spec, a Note (what / files / try first) and the automatic tidy layout."""
+    nodes, links = WORKFLOWS[name]()
+    nodes = [spec for spec in nodes if spec.type not in VIRTUAL_NODES]
+    note_id = max(spec.id for spec in nodes) + 1
+    nodes.append(NodeSpec(note_id, "Note", (0, 0), {"text": note_text(name, nodes)}, title="Read me"))
+    return build_ui_workflow(nodes, links, object_info)
 
 
 def main() -> None:
     object_info = json.loads((REPO / "tests" / "data" / "object_info.json").read_text())
     out_dir = REPO / "workflows"
     out_dir.mkdir(exist_ok=True)
-    for name, make in WORKFLOWS.items():
-        nodes, links = make()
-        workflow = build_ui_workflow(nodes, links, object_info)
-        problems = check_ui_workflow(workflow, object_info, FILE_COMBOS)
+    for name in WORKFLOWS:
+        workflow = build(name, object_info)
+        problems = check_ui_workflow(workflow, object_info, FILE_COMBOS) + layout_problems(workflow)
         if problems:
             raise SystemExit(f"{name}: " + "; ".join(problems))
         (out_dir / f"{name}.json").write_text(json.dumps(workflow, indent=1) + "\n")
-        print(f"wrote workflows/{name}.json ({len(nodes)} nodes, {len(links)} links)")
+        print(f"wrote workflows/{name}.json ({len(workflow['nodes'])} nodes, {len(workflow['links'])} links)")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,10 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from builders.ui_workflows import normalise_node_info  # noqa: E402
 
 STOCK_NODES = ("LoadImage", "ImageBatch", "VAELoader", "VAEDecode", "SaveImage", "PreviewImage", "KSampler",
-               "EmptyLatentImage")
+               "EmptyLatentImage",
+               # LCM and two-people workflows (issue 13)
+               "LoraLoaderModelOnly", "ModelSamplingDiscrete", "SolidMask", "MaskComposite", "ConditioningSetMask",
+               "ConditioningCombine")
 
 
 def _from_new_server(base: Path) -> dict:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from builders import clip_encoder, exp_adapter, onnx_faces, onnx_landmarks, sd15_random, smirk
+from builders import clip_encoder, exp_adapter, lora, onnx_faces, onnx_landmarks, sd15_random, smirk
 from comfyui_client import Comfy
 
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 PACK_LINK_NAME = "arc2face"
 REFERENCE_POSE = (10.0, -25.0, 5.0)   # pitch, yaw, roll the rigged 1k3d68 model reports for the astronaut
 STOCK_CONTROLNET = "arc2face_pose_controlnet.safetensors"   # the random ControlNet, also for the stock loader
+LCM_LORA = "lcm-lora-sdv1-5.safetensors"   # the name arc2face_lcm.json loads
 
 
 def comfyui_dir() -> Path:
@@ -44,7 +45,7 @@ def comfyui_dir() -> Path:
 
 def _builders_stamp() -> str:
     digest = hashlib.sha256()
-    for module in (clip_encoder, exp_adapter, onnx_faces, onnx_landmarks, sd15_random, smirk):
+    for module in (clip_encoder, exp_adapter, lora, onnx_faces, onnx_landmarks, sd15_random, smirk):
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()[:16]
 
@@ -66,6 +67,7 @@ def write_models(models: Path) -> None:
                                           onnx_landmarks.posed_mean_shape(rotation_from_angles(*REFERENCE_POSE)))
     exp_adapter.write_exp_adapter(models / "arc2face" / "exp_adapter" / "exp_adapter.bin")
     smirk.write_smirk_checkpoint(models / "arc2face" / "smirk" / "SMIRK_em1.pt")
+    lora.write_sd15_lcm_lora(models / "loras" / LCM_LORA)   # low-rank random, kohya layout, every LCM target layer
     controlnet = sd15_random.write_controlnet(models / "arc2face" / "controlnet")
     stock = models / "controlnet" / STOCK_CONTROLNET
     stock.parent.mkdir(parents=True, exist_ok=True)

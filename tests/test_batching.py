@@ -62,6 +62,29 @@ def test_expand_conditioning_copies_and_expands_pooled():
     assert original[0][0] is cond and original[0][1]["pooled_output"].shape[0] == 2  # caller's data untouched
 
 
+def test_two_masked_people_are_one_image_with_two_regions():
+    """Conditioning (Set Mask) per person + Combine: two entries of batch 1 each = ONE identity count (one image)."""
+    left, right = torch.zeros(1, 64, 128), torch.zeros(1, 64, 128)
+    left[..., :64], right[..., 64:] = 1, 1
+    two_people = [[labelled(1, 77, 8), {"mask": left}], [labelled(1, 77, 8) + 5, {"mask": right}]]
+    assert identity_count([c.shape[0] for c, _ in two_people]) == 1
+    out = expand_conditioning(two_people, 1, 2, "positive")
+    assert [c.shape[0] for c, _ in out] == [1, 1]   # ComfyUI serves a batch-1 entry to every image
+    assert out[0][1]["mask"] is left and out[1][1]["mask"] is right
+
+
+def test_per_identity_masks_are_grouped_like_the_identities():
+    """Three identities with a mask each, 2 images each: masks follow their identity (ComfyUI itself would tile them
+    m0 m1 m2 m0 m1 m2 and pair identity 0's second image with identity 1's mask)."""
+    masks = labelled(3, 16, 16)
+    out = expand_conditioning([[labelled(3, 77, 8), {"mask": masks}]], 3, 2, "positive")
+    assert out[0][1]["mask"][:, 0, 0].tolist() == [0, 0, 1, 1, 2, 2]
+    shared = expand_conditioning([[labelled(3, 77, 8), {"mask": masks[:1]}]], 3, 2, "positive")
+    assert shared[0][1]["mask"].shape[0] == 1   # one mask for every image stays one
+    two_d = torch.ones(3, 16)   # a [H, W] mask whose height happens to equal the batch: not a batch of masks
+    assert expand_conditioning([[labelled(3, 77, 8), {"mask": two_d}]], 3, 2, "positive")[0][1]["mask"] is two_d
+
+
 def test_empty_latent_matches_comfyui_layout():
     lat = empty_latent(6, 512, 384)
     assert lat.shape == (6, 4, 48, 64) and lat.abs().sum() == 0

@@ -31,3 +31,11 @@ def test_dev_requirements_cover_the_runtime_ones():
     dev = {r.name.lower() for r in requirement_lines(REPO / "requirements-dev.txt")}
     assert runtime <= dev, runtime - dev
     assert "onnxruntime-gpu" not in dev and "pytest" in dev
+
+
+def test_the_licence_file_is_what_pyproject_points_at():
+    """The Comfy Registry reads the licence from the file pyproject names; the file must exist and be MIT's text."""
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert meta["project"]["license"] == {"file": "LICENSE"}
+    text = (REPO / "LICENSE").read_text()
+    assert text.startswith("MIT License") and "Permission is hereby granted, free of charge" in text

@@ -30,7 +30,7 @@ from arc2face_core.headless.model_files import SD15_VAE_CONFIG, load_unet, load_
 from arc2face_core.headless.pipeline import SD15_SCHEDULER_CONFIG, Arc2FacePipeline, initial_noise, make_scheduler
 from arc2face_core.identity.embeddings import random_identities
 from arc2face_core.weights import ModelRoots
-from builders.tiny_diffusers import TINY_VAE_CONFIG, write_tiny_unet, write_tiny_vae_file
+from builders.tiny_diffusers import TINY_VAE_CONFIG, write_tiny_unet, write_tiny_vae_file, write_tiny_vae_ldm_file
 from fixtures_faces import write_face_models
 from fixtures_models import link_or_copy
 
@@ -224,9 +224,12 @@ def test_vae_errors_name_the_file(tmp_path, tiny_vae_file):
     # The tiny file read as SD1.5's VAE (the CLI's default config): wrong shapes and missing tensors.
     with pytest.raises(CorruptWeightsError, match=r"tiny_vae\.safetensors does not match the AutoencoderKL"):
         load_vae(tiny_vae_file)
-    sd = load_file(tiny_vae_file)
-    save_file({"first_stage_model." + k: v for k, v in sd.items()}, str(tmp_path / "ldm.safetensors"))
-    with pytest.raises(CorruptWeightsError, match=r"ldm\.safetensors does not match.*original Stable Diffusion"):
+    # An LDM-layout file (converted on load) with a tensor missing: still strict, still named.
+    ldm = load_file(write_tiny_vae_ldm_file(tmp_path / "ldm.safetensors"))
+    del ldm["decoder.up.0.block.1.conv2.weight"]   # LDM's up.0 is diffusers' last up block
+    save_file(ldm, str(tmp_path / "ldm.safetensors"))
+    with pytest.raises(CorruptWeightsError, match=r"ldm\.safetensors does not match.*missing 1 tensors "
+                                                  r"\['decoder\.up_blocks\.1\.resnets\.1\.conv2\.weight'\]"):
         load_vae(tmp_path / "ldm.safetensors", config=TINY_VAE_CONFIG)
     (tmp_path / "cut.safetensors").write_bytes(tiny_vae_file.read_bytes()[:1000])
     with pytest.raises(CorruptWeightsError, match=r"cut\.safetensors is not a readable safetensors file"):

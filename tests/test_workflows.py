@@ -9,11 +9,12 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
-from builders.ui_workflows import FILE_COMBOS, build_ui_workflow, check_ui_workflow, ui_to_api, widgets
+from builders.ui_workflows import FILE_COMBOS, check_ui_workflow, layout_problems, ui_to_api, widgets
 
 REPO = Path(__file__).resolve().parents[1]
 SNAPSHOT = json.loads((REPO / "tests" / "data" / "object_info.json").read_text())
@@ -79,13 +80,68 @@ def test_what_each_workflow_does():
         assert vae["properties"]["models"][0]["directory"] == "vae"
 
 
-def test_committed_workflows_equal_the_generator_output():
+def generator():
     spec = importlib.util.spec_from_file_location("build_workflows", REPO / "scripts" / "build_workflows.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules["build_workflows"] = module   # dataclasses look their module up there
     spec.loader.exec_module(module)
-    for name, make in module.WORKFLOWS.items():
-        nodes, links = make()
-        assert build_ui_workflow(nodes, links, SNAPSHOT) == load(name), f"run scripts/build_workflows.py ({name})"
+    return module
+
+
+def test_committed_workflows_equal_the_generator_output():
+    module = generator()
+    assert {p.stem for p in (REPO / "workflows").glob("*.json")} == set(module.WORKFLOWS)
+    for name in module.WORKFLOWS:
+        assert module.build(name, SNAPSHOT) == load(name), f"run scripts/build_workflows.py ({name})"
+
+
+ALL = sorted(p.stem for p in (REPO / "workflows").glob("*.json"))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_workflow_is_tidy_and_explains_itself(name):
+    """No overlapping nodes, links left to right, and a Note: what it does, the files it needs, what to try first."""
+    workflow = load(name)
+    assert layout_problems(workflow) == []
+    notes = by_type(workflow, "Note")
+    assert len(notes) == 1
+    text = notes[0]["widgets_values"][0]
+    assert "WHAT IT DOES: " in text and "FILES IT NEEDS" in text and "TRY FIRST: " in text
+    loaders = {n["type"] for n in workflow["nodes"]} & {"Arc2FaceModelLoader", "VAELoader", "Arc2FaceArcFaceLoader"}
+    for loader, file in (("Arc2FaceModelLoader", "models/arc2face/encoder/"), ("VAELoader", "models/vae/"),
+                         ("Arc2FaceArcFaceLoader", "scrfd_10g_bnkps.onnx")):
+        assert (loader in loaders) == (file in text), (loader, file)
+    assert check_ui_workflow(workflow, SNAPSHOT, FILE_COMBOS) == []
+
+
+def test_the_layout_check_can_fail():
+    workflow = load("arc2face_basic")
+    overlapping = copy.deepcopy(workflow)
+    a, b = overlapping["nodes"][0], overlapping["nodes"][1]
+    b["pos"] = [a["pos"][0] + 10, a["pos"][1] + 10]
+    assert any("overlap" in p for p in layout_problems(overlapping))
+    backwards = copy.deepcopy(workflow)
+    link = backwards["links"][0]
+    nodes = {n["id"]: n for n in backwards["nodes"]}
+    nodes[link[1]]["pos"], nodes[link[3]]["pos"] = nodes[link[3]]["pos"], nodes[link[1]]["pos"]
+    assert any("does not run left to right" in p for p in layout_problems(backwards))
+
+
+def test_a_new_workflow_gets_a_note_and_a_layout_without_positions_that_fit(monkeypatch):
+    """Generic: a spec whose positions are all (0, 0) still comes out tidy, and a workflow without a Note text or a
+    loader without a files entry stops the generator (so other workflows cannot ship without them)."""
+    module = generator()
+    nodes, links = module.basic()
+    piled = [module.NodeSpec(n.id, n.type, (0, 0), n.values, n.title, n.size, n.properties) for n in nodes]
+    monkeypatch.setitem(module.WORKFLOWS, "arc2face_piled", lambda: (piled, links))
+    with pytest.raises(SystemExit, match="add a Note"):
+        module.build("arc2face_piled", SNAPSHOT)
+    monkeypatch.setitem(module.NOTES, "arc2face_piled", module.Note("does", "try"))
+    workflow = module.build("arc2face_piled", SNAPSHOT)
+    assert layout_problems(workflow) == [] and check_ui_workflow(workflow, SNAPSHOT, FILE_COMBOS) == []
+    monkeypatch.delitem(module.FILES_BY_NODE, "VAELoader")
+    with pytest.raises(SystemExit, match="VAELoader loads files"):
+        module.build("arc2face_piled", SNAPSHOT)
 
 
 def test_the_checker_finds_broken_workflows():

@@ -41,17 +41,20 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     from ..faces.providers import PROVIDER_CHOICES
+    from .downloads import add_download_arguments
+    from .lcm import add_lcm_arguments
     from .pipeline import DEFAULT_GUIDANCE, DEFAULT_SIZE, DEFAULT_STEPS
 
     p = argparse.ArgumentParser(prog="python -m arc2face_core", formatter_class=_HelpFormatter,
                                 description="Arc2Face images without ComfyUI, e.g. synthetic face datasets.")
-    p.add_argument("--models", required=True, type=Path,
+    p.add_argument("--models", type=Path, default=Path("models"),
                    help="a ComfyUI-style models folder: arc2face/... and insightface/models/antelopev2/...")
     p.add_argument("--vae", type=Path, default=None,
-                   help="SD1.5's VAE: a diffusers vae/ folder or one .safetensors file (default: "
-                        "<models>/vae/sd15_vae.safetensors)")
+                   help="SD1.5's VAE: a diffusers vae/ folder or one .safetensors file, diffusers' or the original "
+                        "SD layout (default: <models>/vae/sd15_vae.safetensors, where --download puts it)")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--image", action="append", type=Path, help="a photo of a person (repeatable)")
+    source.add_argument("--image", action="append", type=Path,
+                        help="a photo of a person (repeatable); 'astronaut' is scikit-image's sample photo")
     source.add_argument("--random-identities", type=int, metavar="N", help="N seeded random identities")
     source.add_argument("--embeddings", type=Path, help=f"identities saved by a previous run ({EMBEDDINGS_FILE})")
     p.add_argument("--average", action="store_true", help="average all --image photos into one identity")
@@ -79,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="torch device: auto (cuda if available), cpu, cuda, cuda:1...")
     p.add_argument("--dtype", default="auto", choices=("auto", *DTYPES), help="auto: fp16 on a GPU, else fp32")
     p.add_argument("--provider", default="auto", choices=PROVIDER_CHOICES, help="ONNX Runtime provider for faces")
-    p.add_argument("--download", action="store_true", help="download missing Arc2Face files from Hugging Face")
+    add_download_arguments(p)
+    add_lcm_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     return p
 
@@ -88,6 +92,10 @@ def read_rgb(path: Path) -> np.ndarray:
     """A photo as uint8 RGB, turned upright by its EXIF orientation (as ComfyUI's LoadImage does)."""
     from PIL import Image, ImageOps
 
+    from .samples import sample_photo
+
+    if (sample := sample_photo(path)) is not None:
+        return sample
     try:
         with Image.open(path) as image:
             return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
@@ -224,6 +232,8 @@ def settings(args, pipeline, info: dict, names: list[str], pose_info: dict) -> d
 def run(args) -> int:
     from PIL import Image
 
+    from .downloads import prepare_run
+    from .lcm import apply_lcm_arguments
     from .pipeline import Arc2FacePipeline
 
     if args.ids_per_batch < 1 or args.images_per_id < 1:
@@ -232,19 +242,21 @@ def run(args) -> int:
         raise InvalidInputError(f"--width and --height must be positive multiples of 8, got {args.width}x{args.height}")
     roots = ModelRoots.under(args.models)
     device, dtype = device_and_dtype(args)
+    vae = prepare_run(args)   # --download: fetch what is missing first; the VAE path (never guessed)
     embeds, info = identities(args, roots)   # before the big models load: a photo without a face fails fast
     count, k = embeds.shape[0], args.images_per_id
     names = image_names(count, k)
     check_out_dir(args.out, names, args.overwrite)
     hint, pose_info = pose(args, count)
     control = {name: value for name, value in pose_info.items() if name.startswith("control_")}
-    vae = args.vae if args.vae is not None else args.models / "vae" / "sd15_vae.safetensors"
     pipeline = Arc2FacePipeline.load(roots, vae, device=device, dtype=dtype, download=args.download,
                                      controlnet=hint is not None)
-    noise = pipeline.noise(count * k, args.width, args.height, args.seed)
+    sampling = apply_lcm_arguments(pipeline, args)   # --scheduler, --lora
+    noise = pipeline.noise(count * k, args.width, args.height, args.seed, args.steps)
     args.out.mkdir(parents=True, exist_ok=True)
     torch.save(embeds.cpu().contiguous(), args.out / EMBEDDINGS_FILE)
-    (args.out / SETTINGS_FILE).write_text(json.dumps(settings(args, pipeline, info, names, pose_info), indent=2))
+    (args.out / SETTINGS_FILE).write_text(json.dumps(settings(args, pipeline, info, names, pose_info) | sampling,
+                                                     indent=2))
     for start in range(0, count, args.ids_per_batch):
         stop = min(start + args.ids_per_batch, count)
         which = f"identity {stop}" if stop - start == 1 else f"identities {start + 1}-{stop}"

@@ -47,13 +47,16 @@ def read_json(path: Path, what: str, hint: str) -> dict:
     return config
 
 
-def load_model(cls, config: dict, weights: Path, config_name: str, hint: str, *, legacy_names: bool = False):
+def load_model(cls, config: dict, weights: Path, config_name: str, hint: str, *, legacy_names: bool = False,
+               convert=None):
     """Build ``cls`` from ``config`` without initialising it and load ``weights`` strictly (every key, every shape).
 
     diffusers' ``from_pretrained`` only warns about missing tensors and leaves them random (the silent-miss pitfall),
     and without ``accelerate`` it first initialises every weight at random: this does neither.
     """
     sd = load_state_dict(weights)
+    if convert is not None:   # e.g. a VAE file in the original Stable Diffusion layout (vae_files)
+        sd = convert(sd)
     if legacy_names:
         sd = _rename_legacy_attention(sd)
     check_finite(sd, weights)
@@ -113,7 +116,7 @@ def load_unet(weights: str | os.PathLike, config_path: str | os.PathLike | None 
 def load_vae(path: str | os.PathLike, config: Optional[dict] = None):
     """SD1.5's VAE (``AutoencoderKL``) from a diffusers folder (``config.json`` +
     ``diffusion_pytorch_model.safetensors``: stable-diffusion-v1-5's ``vae/``) or one ``.safetensors`` file with
-    diffusers' key names.
+    diffusers' key names or the original Stable Diffusion ones (``vae_files``: what ComfyUI's models/vae holds).
 
     ``config`` overrides the architecture; by default a folder's ``config.json``, for a file ``SD15_VAE_CONFIG``.
     The attention names of files saved by diffusers < 0.14 (``query``/``key``/``value``/``proj_attn``, the era of
@@ -140,4 +143,7 @@ def load_vae(path: str | os.PathLike, config: Optional[dict] = None):
     if config.get("latent_channels") != 4 or scaling != VAE_SCALING_FACTOR:
         raise WrongModelError(f"{config_name} describes a VAE with {config.get('latent_channels')} latent channels "
                               f"and scaling factor {scaling}: not SD1.5's (4, {VAE_SCALING_FACTOR}). {hint}")
-    return load_model(AutoencoderKL, config, weights, config_name, hint, legacy_names=True)
+    from .vae_files import to_diffusers_names
+
+    return load_model(AutoencoderKL, config, weights, config_name, hint, legacy_names=True,
+                      convert=lambda sd: to_diffusers_names(sd, config, weights))

@@ -31,6 +31,7 @@ from .controlnet import (
     find_controlnet,
     load_controlnet,
 )
+from .lcm import adds_noise, check_lcm_steps, draw_step_noise, lcm_step, make_lcm_scheduler
 from .model_files import VAE_SCALING_FACTOR, find_unet, load_unet, load_vae
 
 # stable-diffusion-v1-5/scheduler/scheduler_config.json (written for PNDM). DPMSolverMultistepScheduler.from_config
@@ -47,10 +48,13 @@ SIZE_MULTIPLE = 8
 Progress = Callable[[int, int], None]   # (steps done, total steps)
 
 
-def make_scheduler():
-    """The reference's sampler: ``DPMSolverMultistepScheduler.from_config`` of SD1.5's scheduler config."""
+def make_scheduler(name: str = "dpmpp_2m"):
+    """The reference's sampler: ``DPMSolverMultistepScheduler.from_config`` of SD1.5's scheduler config; ``"lcm"``:
+    the LCM-LoRA demo's ``LCMScheduler.from_config`` of the same config (see ``lcm``)."""
     from diffusers import DPMSolverMultistepScheduler
 
+    if name == "lcm":
+        return make_lcm_scheduler(SD15_SCHEDULER_CONFIG)
     return DPMSolverMultistepScheduler.from_config(SD15_SCHEDULER_CONFIG)
 
 
@@ -72,6 +76,8 @@ class Arc2FacePipeline:
     """Arc2Face UNet + ID encoder + SD1.5 VAE + DPM-Solver++: ArcFace embeddings in, images out; optionally the
     pose ControlNet (``controlnet``), steered by a normal-map hint."""
 
+    SCHEDULER_CONFIG = SD15_SCHEDULER_CONFIG   # what make_scheduler builds every scheduler from
+
     def __init__(self, unet, vae, encoder: Arc2FaceIDEncoder, *, controlnet=None,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> None:
         if unet.config.cross_attention_dim != encoder.hidden_size:
@@ -89,6 +95,7 @@ class Arc2FacePipeline:
             check_controlnet_fits(controlnet, unet, self.vae_scale_factor)
             controlnet = torch.nn.Module.to(controlnet, self.device, dtype)
         self.controlnet = controlnet
+        self.scheduler_name = "dpmpp_2m"   # or "lcm" (with an LCM LoRA: lcm.apply_lcm_arguments)
         self.files: dict[str, str] = {}   # where each part came from, filled in by load()
 
     @classmethod
@@ -126,10 +133,16 @@ class Arc2FacePipeline:
                 raise InvalidInputError(f"{name} must be a positive multiple of {step} pixels, got {value!r}")
         return height // self.vae_scale_factor, width // self.vae_scale_factor
 
-    def noise(self, count: int, width: int, height: int, seed: int) -> torch.Tensor:
-        """The initial noise of ``count`` images (see the module docstring), float32 on the CPU."""
+    def noise(self, count: int, width: int, height: int, seed: int, steps: int = 1) -> torch.Tensor:
+        """The initial noise of ``count`` images (see the module docstring), float32 on the CPU; for LCM, which adds
+        noise between steps, [count, steps, C, h, w] with the later draws of the same generator (see ``lcm``)."""
         h, w = self.latent_size(width, height)
-        return initial_noise(count, self.vae.config.latent_channels, h, w, seed)
+        if not adds_noise(self.scheduler_name):
+            return initial_noise(count, self.vae.config.latent_channels, h, w, seed)
+        _check_count("steps", steps)
+        generator = torch.Generator("cpu").manual_seed(seed)
+        first = torch.randn((count, self.vae.config.latent_channels, h, w), generator=generator, dtype=torch.float32)
+        return draw_step_noise(generator, first, steps)
 
     @torch.no_grad()
     def conditioning(self, embeds: torch.Tensor, images_per_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,11 +164,13 @@ class Arc2FacePipeline:
         and context in the steps of [control_start, control_end] (diffusers' ControlNet pipeline, guess mode off):
         both CFG halves get the control, and its residuals, times ``control_scale``, go into the UNet.
         """
-        scheduler = make_scheduler()  # a fresh one per call: DPM-Solver keeps the previous steps' outputs
+        scheduler = make_scheduler(self.scheduler_name)  # a fresh one per call: DPM-Solver keeps past outputs
         scheduler.set_timesteps(steps, device=self.device)
         cfg = guidance_scale > 1.0
         context = torch.cat([negative, positive]) if cfg else positive
-        latents = noise.to(self.device, self.dtype) * scheduler.init_noise_sigma
+        step_noise = noise if adds_noise(self.scheduler_name) else None   # [B, steps, C, h, w]
+        latents = (noise[:, 0] if step_noise is not None else noise).to(self.device, self.dtype)
+        latents = latents * scheduler.init_noise_sigma
         if control is not None:
             if self.controlnet is None:
                 raise InvalidInputError("a control image needs the pose ControlNet: load with controlnet=True")
@@ -174,7 +189,10 @@ class Arc2FacePipeline:
             if cfg:
                 uncond, cond = eps.chunk(2)
                 eps = uncond + guidance_scale * (cond - uncond)
-            latents = scheduler.step(eps, t, latents, return_dict=False)[0]
+            if step_noise is not None:
+                latents = lcm_step(scheduler, eps, t, index, latents, step_noise[:, min(index + 1, steps - 1)])
+            else:
+                latents = scheduler.step(eps, t, latents, return_dict=False)[0]
             if progress is not None:
                 progress(index + 1, steps)
         return latents
@@ -205,8 +223,11 @@ class Arc2FacePipeline:
             raise InvalidInputError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}")
         count = embeds.shape[0] * images_per_id
         expected = (count, self.vae.config.latent_channels, *self.latent_size(width, height))
+        if adds_noise(self.scheduler_name):
+            check_lcm_steps(steps)
+            expected = (count, steps, *expected[1:])
         if noise is None:
-            noise = self.noise(count, width, height, seed)
+            noise = self.noise(count, width, height, seed, steps)
         elif (not isinstance(noise, torch.Tensor) or tuple(noise.shape) != expected or not noise.is_floating_point()
               or not torch.isfinite(noise).all()):
             got = f"{noise.dtype} {list(noise.shape)}" if isinstance(noise, torch.Tensor) else type(noise).__name__

@@ -1,4 +1,6 @@
-"""A local HTTP server that answers Hugging Face's file-resolve protocol for one repo (no network needed).
+"""Local HTTP servers standing in for the download sources (no network needed): Hugging Face's file-resolve protocol
+(``FakeHub``) and plain file hosts such as insightface's GitHub release archive or MediaPipe's model storage
+(``FakeFileServer``).
 
 huggingface_hub's real ``hf_hub_download`` talks to it when ``HF_ENDPOINT`` points here: a HEAD request for the
 metadata (commit, ETag, size), then a GET for the bytes. Every request is recorded so a test can prove that no
@@ -17,9 +19,10 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 class FakeHub:
-    def __init__(self, repo_id: str, files: dict[str, bytes]):
+    def __init__(self, repo_id: str, files: dict[str, bytes], other_repos: dict[str, dict[str, bytes]] | None = None):
         self.repo_id = repo_id
         self.files = files
+        self.repos = {repo_id: files, **(other_repos or {})}
         self.requests: list[str] = []
         self._server: http.server.ThreadingHTTPServer | None = None
 
@@ -37,8 +40,11 @@ class FakeHub:
         class Handler(http.server.BaseHTTPRequestHandler):
             def _lookup(self) -> bytes | None:
                 hub.requests.append(f"{self.command} {self.path}")
-                prefix = f"/{hub.repo_id}/resolve/main/"
-                return hub.files.get(self.path[len(prefix):]) if self.path.startswith(prefix) else None
+                for repo, files in hub.repos.items():
+                    prefix = f"/{repo}/resolve/main/"
+                    if self.path.startswith(prefix):
+                        return files.get(self.path[len(prefix):])
+                return None
 
             def _headers(self, data: bytes) -> None:
                 self.send_response(200)
@@ -70,6 +76,61 @@ class FakeHub:
 
     @contextmanager
     def running(self) -> Iterator["FakeHub"]:
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+class FakeFileServer:
+    """Plain files by URL path, as a release page or a bucket serves them; ``redirects`` answer 302 to another path
+    (GitHub sends release assets from another host), ``truncated`` paths announce their size but send half."""
+
+    def __init__(self, files: dict[str, bytes], redirects: dict[str, str] | None = None,
+                 truncated: tuple[str, ...] = ()):
+        self.files, self.redirects, self.truncated = files, redirects or {}, truncated
+        self.requests: list[str] = []
+        self._server: http.server.ThreadingHTTPServer | None = None
+
+    @property
+    def endpoint(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def _handler(self):
+        host = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's naming)
+                host.requests.append(f"GET {self.path}")
+                if self.path in host.redirects:
+                    self.send_response(302)
+                    self.send_header("Location", host.endpoint + host.redirects[self.path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                data = host.files.get(self.path)
+                if data is None:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data[: len(data) // 2] if self.path in host.truncated else data)
+
+            def log_message(self, *args):
+                pass
+
+        return Handler
+
+    @contextmanager
+    def running(self) -> Iterator["FakeFileServer"]:
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         thread.start()

@@ -146,3 +146,48 @@ def write_tiny_controlnet(arc2face_root: Path, *, seed: int = 2, config: dict | 
     weights = _save(tiny_controlnet_state_dict(seed, config), folder / "diffusion_pytorch_model.safetensors")
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     return weights
+
+
+# ------------------------------------------------------------------------ the original Stable Diffusion VAE layout
+def _ldm_name(key: str, up_blocks: int) -> str:
+    """diffusers' AutoencoderKL name → the LDM name (as in vae-ft-mse-840000-ema-pruned.safetensors)."""
+    import re
+
+    attention = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
+    rules = (
+        (r"(encoder|decoder)\.down_blocks\.(\d+)\.resnets\.(\d+)\.(.*)", lambda g: f"{g[0]}.down.{g[1]}.block.{g[2]}.{g[3]}"),
+        (r"(encoder|decoder)\.down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.*)", lambda g: f"{g[0]}.down.{g[1]}.downsample.conv.{g[2]}"),
+        (r"decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.(.*)",
+         lambda g: f"decoder.up.{up_blocks - 1 - int(g[0])}.block.{g[1]}.{g[2]}"),
+        (r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.*)",
+         lambda g: f"decoder.up.{up_blocks - 1 - int(g[0])}.upsample.conv.{g[1]}"),
+        (r"(encoder|decoder)\.mid_block\.resnets\.(\d+)\.(.*)", lambda g: f"{g[0]}.mid.block_{int(g[1]) + 1}.{g[2]}"),
+        (r"(encoder|decoder)\.mid_block\.attentions\.0\.(group_norm|to_q|to_k|to_v|to_out\.0)\.(.*)",
+         lambda g: f"{g[0]}.mid.attn_1.{attention[g[1]]}.{g[2]}"),
+        (r"(encoder|decoder)\.conv_norm_out\.(.*)", lambda g: f"{g[0]}.norm_out.{g[1]}"),
+    )
+    for pattern, make in rules:
+        found = re.fullmatch(pattern, key)
+        if found:
+            return make(found.groups()).replace("conv_shortcut", "nin_shortcut")
+    return key
+
+
+def ldm_vae_state_dict(sd: dict[str, torch.Tensor], up_blocks: int, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The LDM layout of a diffusers VAE state dict; attention projections as 1x1 convolutions, as LDM stores them."""
+    out = {}
+    for key, value in sd.items():
+        name = _ldm_name(key, up_blocks)
+        if ".mid.attn_1." in name and name.endswith(".weight") and value.ndim == 2:
+            value = value[:, :, None, None]
+        out[prefix + name] = value.clone()
+    return out
+
+
+def write_tiny_vae_ldm_file(path: Path, *, seed: int = 1, prefix: str = "",
+                            extra: dict[str, torch.Tensor] | None = None) -> Path:
+    """``write_tiny_vae_file``'s weights in the original Stable Diffusion layout (``prefix`` "first_stage_model." for
+    the VAE inside a whole checkpoint; ``extra`` tensors are added as they are, e.g. a checkpoint's UNet part)."""
+    sd = ldm_vae_state_dict(tiny_vae_state_dict(seed), len(TINY_VAE_CONFIG["up_block_types"]), prefix)
+    sd.update(extra or {})
+    return _save(sd, Path(path))

@@ -96,13 +96,19 @@ def _default(w: Widget) -> Any:
 
 
 def build_ui_workflow(nodes: list[NodeSpec], links: list[tuple[int, str, int, str]], object_info: dict) -> dict:
-    """A UI-format workflow; ``links`` are (from node, output name, to node, input name)."""
+    """A UI-format workflow; ``links`` are (from node, output name, to node, input name). Positions and sizes come
+    from ``auto_layout`` (the spec ``pos`` only orders nodes within a column)."""
     ui_nodes = {}
+    layout = auto_layout(nodes, links, object_info)
     for order, spec in enumerate(nodes):
+        spec = NodeSpec(spec.id, spec.type, layout[spec.id][0], spec.values, spec.title, layout[spec.id][1],
+                        spec.properties)
         if spec.type in VIRTUAL_NODES:
             ui_nodes[spec.id] = {"id": spec.id, "type": spec.type, "pos": list(spec.pos), "size": list(spec.size),
                                  "flags": {}, "order": order, "mode": 0, "inputs": [], "outputs": [],
                                  "properties": {}, "widgets_values": [spec.values["text"]]}
+            if spec.title:
+                ui_nodes[spec.id]["title"] = spec.title
             continue
         info = object_info[spec.type]
         known = {w.name for w in widgets(info)}
@@ -135,6 +141,89 @@ def build_ui_workflow(nodes: list[NodeSpec], links: list[tuple[int, str, int, st
             o["links"] = o["links"] or None
     return {"last_node_id": max(ui_nodes), "last_link_id": len(ui_links), "nodes": list(ui_nodes.values()),
             "links": ui_links, "groups": [], "config": {}, "extra": {}, "version": 0.4}
+
+
+# ------------------------------------------------------------------------------------------------------- layout
+# LiteGraph draws a node's title bar above its ``pos``; slots and widgets fill the body below it.
+TITLE_HEIGHT, SLOT_HEIGHT, WIDGET_HEIGHT = 30, 20, 24
+GAP_X, GAP_Y = 60, 50
+NOTE_WIDTH, NOTE_LINE = 760, 16
+
+
+def body_size(spec: NodeSpec, info: dict | None) -> tuple[int, int]:
+    """The spec's size, grown where its slots and widgets would not fit (so nodes never spill into each other)."""
+    if info is None:   # a Note: its text decides
+        lines = sum(max(1, -(-len(line) // 100)) for line in spec.values.get("text", "").splitlines())
+        return max(spec.size[0], NOTE_WIDTH), max(spec.size[1], 20 + NOTE_LINE * lines)
+    rows = max(len(sockets(info)), len(outputs(info)))
+    height = 10 + SLOT_HEIGHT * rows + WIDGET_HEIGHT * len(widgets(info))
+    return max(spec.size[0], 200), max(spec.size[1], height)
+
+
+def auto_layout(nodes: list[NodeSpec], links: list[tuple[int, str, int, str]],
+                object_info: dict) -> dict[int, tuple[tuple[int, int], tuple[int, int]]]:
+    """{node id: ((x, y), (w, h))}: columns by link depth, so every link runs left to right; no overlaps.
+
+    A node's column is one more than its deepest source; a node without inputs (a loader) sits just left of the
+    first node it feeds, which keeps its links short. Within a column, nodes keep the vertical order of their spec
+    ``pos`` (the author's intent). Unlinked frontend-only nodes (the Note) form a band across the top.
+    """
+    ids = [spec.id for spec in nodes]
+    sources = {i: {src for src, _, dst, _ in links if dst == i} for i in ids}
+    targets = {i: {dst for src, _, dst, _ in links if src == i} for i in ids}
+    column: dict[int, int] = {}
+
+    def depth(node: int, seen: tuple = ()) -> int:
+        if node in seen:
+            raise ValueError(f"the links form a cycle through node {node}")
+        if node not in column:
+            column[node] = 1 + max((depth(s, seen + (node,)) for s in sources[node]), default=-1)
+        return column[node]
+
+    for i in ids:
+        depth(i)
+    for i in ids:   # inputs-free nodes move right, next to their first consumer
+        if not sources[i] and targets[i]:
+            column[i] = min(column[t] for t in targets[i]) - 1
+    specs = {spec.id: spec for spec in nodes}
+    sizes = {spec.id: body_size(spec, object_info.get(spec.type) if spec.type not in VIRTUAL_NODES else None)
+             for spec in nodes}
+    floating = [i for i in ids if not sources[i] and not targets[i]]
+    placed: dict[int, tuple[tuple[int, int], tuple[int, int]]] = {}
+    x = 0
+    top = TITLE_HEIGHT
+    for i in floating:   # the band on top, left to right
+        placed[i] = ((x, top), sizes[i])
+        x += sizes[i][0] + GAP_X
+    band = max((sizes[i][1] for i in floating), default=-GAP_Y - TITLE_HEIGHT) + GAP_Y + TITLE_HEIGHT
+    x = 0
+    linked = [i for i in ids if i not in floating]
+    for col in sorted({column[i] for i in linked}):
+        members = sorted((i for i in linked if column[i] == col), key=lambda i: (specs[i].pos[1], specs[i].pos[0], i))
+        y = top + band
+        for i in members:
+            placed[i] = ((x, y), sizes[i])
+            y += sizes[i][1] + GAP_Y + TITLE_HEIGHT
+        x += max(sizes[i][0] for i in members) + GAP_X
+    return placed
+
+
+def layout_problems(workflow: dict) -> list[str]:
+    """Overlapping nodes (title bars included) and links that do not run left to right."""
+    problems = []
+    boxes = {n["id"]: (n["pos"][0], n["pos"][1] - TITLE_HEIGHT, n["size"][0], n["size"][1] + TITLE_HEIGHT)
+             for n in workflow["nodes"]}
+    ids = sorted(boxes)
+    for a_index, a in enumerate(ids):
+        ax, ay, aw, ah = boxes[a]
+        for b in ids[a_index + 1:]:
+            bx, by, bw, bh = boxes[b]
+            if ax < bx + bw and bx < ax + aw and ay < by + bh and by < ay + ah:
+                problems.append(f"nodes {a} and {b} overlap")
+    for link_id, src, _, dst, _, _ in workflow["links"]:
+        if boxes[src][0] + boxes[src][2] >= boxes[dst][0]:
+            problems.append(f"link {link_id} ({src} -> {dst}) does not run left to right")
+    return problems
 
 
 # ------------------------------------------------------------------------------------------------------ checking
@@ -226,7 +315,8 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
 # ------------------------------------------------------------------------------------------------------ snapshot
 
 # Combos listing files of one machine (ComfyUI fills them from the input / model folders).
-FILE_COMBOS = {"LoadImage": {"image"}, "VAELoader": {"vae_name"}}
+FILE_COMBOS = {"LoadImage": {"image"}, "VAELoader": {"vae_name"}, "LoraLoaderModelOnly": {"lora_name"},
+               "LoraLoader": {"lora_name"}}
 _KEPT_KEYS = ("input", "input_order", "output", "output_name", "name", "display_name", "category", "description",
               "output_node", "output_tooltips")
 

@@ -15,10 +15,11 @@ from comfyui_client import FAST, SAMPLING, embed_prompt, error_of, identities_pr
 REPO = Path(__file__).resolve().parents[2]
 EXPECTED_IMAGES = {"arc2face_basic": 4, "arc2face_average": 4, "arc2face_blend": 5, "arc2face_ksampler": 1,
                    "arc2face_pose": 4, "arc2face_pose_angles": 4, "arc2face_expression": 4,
-                   "arc2face_expression_manual": 4}
+                   "arc2face_expression_manual": 4, "arc2face_lcm": 4, "arc2face_two_people": 2}
 EXPECTED_FACES = {"arc2face_basic": 1, "arc2face_average": 3, "arc2face_blend": 1, "arc2face_ksampler": 1,
                   "arc2face_pose": 1, "arc2face_pose_angles": 1, "arc2face_expression": 1,
-                  "arc2face_expression_manual": 1}
+                  "arc2face_expression_manual": 1, "arc2face_lcm": 1, "arc2face_two_people": 1}
+SIZES = {"arc2face_two_people": (128, 64)}   # (width, height) at test scale; 64x64 otherwise
 
 
 def test_every_node_is_registered(object_info):
@@ -39,9 +40,11 @@ def _workflow_prompt(name: str, object_info: dict) -> dict:
     workflow = json.loads((REPO / "workflows" / f"{name}.json").read_text())
     assert check_ui_workflow(workflow, object_info, FILE_COMBOS) == []
     prompt = ui_to_api(workflow, object_info)
+    width, height = SIZES.get(name, (64, 64))
     for node in prompt.values():
         if node["class_type"] in ("Arc2FaceSampler", "KSampler", "EmptyLatentImage"):
-            node["inputs"].update({k: v for k, v in FAST.items() if k in node["inputs"]})
+            node["inputs"].update({k: v for k, v in dict(FAST, width=width, height=height).items()
+                                   if k in node["inputs"]})
     return prompt
 
 
@@ -59,7 +62,7 @@ def test_workflow_runs_end_to_end(comfy, object_info, name):
 
     for image in saved:
         path = comfy.root / "output" / image["subfolder"] / image["filename"]
-        assert Image.open(path).size == (64, 64)
+        assert Image.open(path).size == SIZES.get(name, (64, 64))
 
 
 def test_no_face_is_an_error_that_names_the_image(comfy):
