@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 from .comfy_paths import download_switch
-from .face_parameters import CROP_LANDMARKS, CROP_LANDMARKS_TOOLTIP, crop_landmarker, log
+from .face_parameters import CROP_LANDMARKS, CROP_LANDMARKS_TOOLTIP, crop_landmarker
 from .faces import FACE_CHOICES
 
 CATEGORY = "Arc2Face"
 ADDITIONAL_MODELS_KEY = "arc2face_expression_adapter"
 CHANNEL_ORDERS = {"bgr (Arc2Face demo)": "bgr", "rgb (SMIRK demo)": "rgb"}
+log = logging.getLogger("arc2face")
 EXPRESSION_TOOLTIP = "FLAME expression [N, 55]: 50 expression coefficients, 2 eyelids, 3 jaw values."
 
 

@@ -27,10 +27,12 @@ def _prompt(prefix: str, crop_landmarks: str = "auto (MediaPipe if installed)", 
             "start_percent": 0.0, "end_percent": 1.0}},
         "46": sampler(["6", 0], ["6", 1], model=["45", 0]),
     })
-    if batch:   # three photos in one batch: an odd count, one row each
+    if batch:   # three photos in one batch (an odd count, one row each); the adapter reads the single photo's
         prompt["47"] = {"class_type": "ImageBatch", "inputs": {"image1": ["40", 0], "image2": ["40", 0]}}
         prompt["48"] = {"class_type": "ImageBatch", "inputs": {"image1": ["47", 0], "image2": ["40", 0]}}
+        prompt["50"] = dict(prompt["41"], inputs=dict(prompt["41"]["inputs"]))
         prompt["41"]["inputs"]["image"] = ["48", 0]
+        prompt["45"]["inputs"]["expression"] = ["50", 1]
     save_latent(prompt, "49", "46", prefix)
     return prompt
 
