@@ -18,6 +18,7 @@ from arc2face_core.errors import InvalidInputError, NoFaceError
 from arc2face_core.headless.pose_photo import (
     PhotoReader,
     add_pose_photo_arguments,
+    hints_from_args,
     pose_photo_hints,
     pose_photo_parameters,
 )
@@ -122,3 +123,29 @@ def test_options():
     assert parser.parse_args([]).smirk_crop == "auto" and parser.parse_args([]).pose_photo is None
     with pytest.raises(SystemExit):
         parser.parse_args(["--smirk-crop", "dlib"])
+
+
+def test_the_command_line_path(setup, astronaut_scene):
+    """--pose-photo with two identity photos: one hint per identity, each rendered from that identity's shape."""
+    reader, photos = setup
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--image", action="append")
+    parser.add_argument("--average", action="store_true")
+    parser.add_argument("--face", default="largest")
+    parser.add_argument("--quiet", action="store_true")
+    add_pose_photo_arguments(parser)
+    args = parser.parse_args(["--pose-photo", str(photos["pose"]), "--image", str(photos["person_a"]),
+                              "--image", str(photos["person_b"]), "--smirk-crop", "insightface 68", "--quiet"])
+    rendered = []
+
+    def render(p):
+        rendered.append(p)
+        return np.full((len(p), 512, 512, 3), 127, np.uint8)
+
+    roots = reader.roots
+    hints, info = hints_from_args(args, roots, 2, render, CPU)
+    assert hints.shape == (2, 512, 512, 3)
+    assert info == {"pose_photos": [str(photos["pose"])], "smirk_crop": "insightface 68 points (chosen)",
+                    "head_shape": "identity photos"}
+    a, b = read_one(reader, photos["person_a"]), read_one(reader, photos["person_b"])
+    torch.testing.assert_close(rendered[0].shape, torch.cat([a.shape, b.shape]), atol=0, rtol=0)

@@ -72,7 +72,7 @@ class PhotoReader:
         self.landmark_model = load_landmark_model(roots, providers)
         self.smirk = load_smirk(find_weight(SMIRK, roots.arc2face))
         chosen = choose_crop_landmarker(roots.arc2face, crop)
-        self.landmarker, self.crop_reason, self.face = chosen.landmarker, chosen.reason, face
+        self.landmarker, self.crop_reason, self.face, self.roots = chosen.landmarker, chosen.reason, face, roots
         if not quiet:
             print(f"SMIRK crop from {self.crop_reason}", file=sys.stderr)
 
@@ -137,3 +137,18 @@ def pose_photo_hints(params: FaceParameters, render: Renderer) -> torch.Tensor:
         raise InvalidInputError(f"The FLAME renderer returned {maps.dtype} {maps.shape}, not uint8 "
                                 f"[{len(params)}, H, W, 3]")
     return prepare_normal_map(torch.from_numpy(maps.astype(np.float32) / 255.0))
+
+
+def hints_from_args(args: argparse.Namespace, roots: ModelRoots, count: int, render: Renderer,
+                    providers: Sequence[Any]) -> tuple[torch.Tensor, dict]:
+    """The command line's ``--pose-photo`` path: hints [1 or count, 512, 512, 3] and what made them (settings.json).
+
+    Reads ``args.pose_photo``, ``args.smirk_crop``, ``args.face``, ``args.quiet`` and the identity photos
+    ``args.image`` / ``args.average`` of the generate command.
+    """
+    reader = PhotoReader(roots, providers, args.smirk_crop, args.face, args.quiet)
+    identity_photos = getattr(args, "image", None) or None
+    params = pose_photo_parameters(reader, args.pose_photo, count, identity_photos, getattr(args, "average", False))
+    info = {"pose_photos": [str(p) for p in args.pose_photo], "smirk_crop": reader.crop_reason,
+            "head_shape": "identity photos" if identity_photos else "FLAME mean head"}
+    return pose_photo_hints(params, render), info
