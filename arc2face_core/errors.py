@@ -37,3 +37,7 @@ class InvalidInputError(Arc2FaceError, ValueError):
 
 class ProviderError(Arc2FaceError):
     """The requested ONNX Runtime execution provider is not available."""
+
+
+class MissingPackageError(Arc2FaceError, ImportError):
+    """An optional Python package that the chosen option needs is not installed."""

@@ -94,6 +94,15 @@ SMIRK = WeightSpec(
     manual_source="https://github.com/georgeretsi/smirk (MIT; SMIRK_em1.pt is linked from its README); put it at "
     "models/arc2face/smirk/SMIRK_em1.pt",
 )
+# MediaPipe's face landmarker (Apache-2.0), for SMIRK's crop exactly as SMIRK and the Arc2Face demo make it (478
+# points). Optional: without it the crop comes from insightface's 68 points. The Arc2Face demo keeps it beside SMIRK.
+FACE_LANDMARKER = WeightSpec(
+    "MediaPipe face landmarker (face_landmarker.task)",
+    ("smirk/face_landmarker.task", "mediapipe/face_landmarker.task"),
+    manual_source="https://storage.googleapis.com/mediapipe-models/face_landmarker/face_landmarker/float16/latest/"
+    "face_landmarker.task (MediaPipe, Apache-2.0; the file SMIRK's quick_install.sh fetches); put it at "
+    "models/arc2face/smirk/face_landmarker.task and install the mediapipe package",
+)
 EXPRESSION_ADAPTER = WeightSpec(
     "Arc2Face Expression Adapter",
     ("exp_adapter/exp_adapter.bin",),

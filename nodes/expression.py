@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 from .comfy_paths import download_switch
+from .face_parameters import CROP_LANDMARKS, CROP_LANDMARKS_TOOLTIP, crop_landmarker
 from .faces import FACE_CHOICES
 
 CATEGORY = "Arc2Face"
 ADDITIONAL_MODELS_KEY = "arc2face_expression_adapter"
 CHANNEL_ORDERS = {"bgr (Arc2Face demo)": "bgr", "rgb (SMIRK demo)": "rgb"}
+log = logging.getLogger("arc2face")
 EXPRESSION_TOOLTIP = "FLAME expression [N, 55]: 50 expression coefficients, 2 eyelids, 3 jaw values."
 
 
@@ -185,9 +189,11 @@ def _smirk_patcher(path):
 
 class Arc2FaceExpressionFromImage:
     DESCRIPTION = ("Reads the facial expression of a photo with SMIRK (FLAME expression 50 + eyelids 2 + jaw 3), as "
-                   "the reference does, but with the face crop made from insightface's landmarks (antelopev2's "
-                   "1k3d68.onnx) instead of MediaPipe. Needs models/arc2face/smirk/SMIRK_em1.pt (from the SMIRK "
-                   "project, manual download). One expression per photo.")
+                   "the reference does. The face crop is SMIRK's own (MediaPipe's 478 points) when the mediapipe "
+                   "package and models/arc2face/smirk/face_landmarker.task are there, otherwise it is made from "
+                   "insightface's landmarks (antelopev2's 1k3d68.onnx); the console says which. Needs "
+                   "models/arc2face/smirk/SMIRK_em1.pt (from the SMIRK project, manual download). One expression "
+                   "per photo.")
     CATEGORY = CATEGORY
     FUNCTION = "read"
     RETURN_TYPES = ("ARC2FACE_EXPRESSION", "IMAGE")
@@ -205,10 +211,15 @@ class Arc2FaceExpressionFromImage:
                 "channel_order": (tuple(CHANNEL_ORDERS), {"default": "bgr (Arc2Face demo)", "tooltip": (
                     "The Arc2Face demo feeds SMIRK a BGR crop (as the adapter was used there); SMIRK's own demo "
                     "feeds RGB.")}),
-            }
+            },
+            "optional": {
+                "crop_landmarks": (list(CROP_LANDMARKS), {"default": "auto (MediaPipe if installed)",
+                                                          "tooltip": CROP_LANDMARKS_TOOLTIP}),
+            },
         }
 
-    def read(self, arcface, image, face: str, channel_order: str):
+    def read(self, arcface, image, face: str, channel_order: str,
+             crop_landmarks: str = "auto (MediaPipe if installed)"):
         import comfy.model_management as mm
 
         from ..arc2face_core.expression.from_photo import expressions_from_photos
@@ -218,11 +229,15 @@ class Arc2FaceExpressionFromImage:
         from .comfy_paths import model_roots
 
         roots = model_roots()
+        landmarker = crop_landmarker(roots, crop_landmarks)
         smirk = _smirk_patcher(find_weight(SMIRK, roots.arc2face))
         mm.load_models_gpu([smirk])
+        notes: list[str] = []
         expression, crops = expressions_from_photos(to_bgr_uint8_batch(image), arcface,
                                                     landmark_model_for(arcface, roots), smirk.model, face,
-                                                    CHANNEL_ORDERS[channel_order])
+                                                    CHANNEL_ORDERS[channel_order], landmarker, notes)
+        for index, note in enumerate(notes):
+            log.info("Arc2Face: Expression from Photo, photo %d: SMIRK crop from %s", index, note)
         return (expression, crops.movedim(1, -1).to(mm.intermediate_device()))
 
 

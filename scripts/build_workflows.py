@@ -47,6 +47,13 @@ FILES_BY_NODE = {
     "Arc2FaceExpressionFromImage": lambda v: [
         "models/arc2face/smirk/SMIRK_em1.pt: github.com/georgeretsi/smirk (by hand)",
         f"models/insightface/models/antelopev2/1k3d68.onnx: {ANTELOPEV2}"],
+    "Arc2FaceFaceParametersFromPhoto": lambda v: [
+        "models/arc2face/smirk/SMIRK_em1.pt: github.com/georgeretsi/smirk (by hand)",
+        f"models/insightface/models/antelopev2/1k3d68.onnx: {ANTELOPEV2}",
+        "optional, SMIRK's own crop: models/arc2face/smirk/face_landmarker.task (MediaPipe, Apache-2.0) and the "
+        "mediapipe package"],
+    "Arc2FaceFLAMELoader": lambda v: ["models/arc2face/flame/generic_model.pkl: FLAME 2020 (registration at "
+                                      "flame.is.tue.mpg.de; licence-gated, never downloaded)"],
     "LoraLoaderModelOnly": lambda v: [f"models/loras/{v['lora_name']}: SD1.5's LCM-LoRA "
                                       "(huggingface.co/latent-consistency/lcm-lora-sdv1-5, pytorch_lora_weights"
                                       ".safetensors, renamed)" if "lcm" in v["lora_name"] else
@@ -245,6 +252,51 @@ def two_people():
     return nodes, links
 
 
+# Pose from a photo with SMIRK + FLAME, as the reference made its hints. They need the FLAME nodes (FLAME loader,
+# Normal Map from FLAME) of the FLAME half of the pose work: once those nodes are in the snapshot, move them into
+# WORKFLOWS so the tests check them too.
+def _flame_pose(extra_nodes: list[NodeSpec], extra_links: list[tuple]) -> tuple[list, list]:
+    """Face Parameters from Photo on the pose reference (pose, expression, camera) and on the identity photo (its
+    head shape) -> Normal Map from FLAME -> the pose ControlNet."""
+    face_params = {"face": "largest", "channel_order": "bgr (Arc2Face demo)",
+                   "crop_landmarks": "auto (MediaPipe if installed)"}
+    return _pose([
+        NodeSpec(20, "LoadImage", (-380, 320), {"image": "arc2face_pose_reference.png"}, title="Pose reference",
+                 size=(320, 330)),
+        NodeSpec(24, "Arc2FaceFaceParametersFromPhoto", (380, 700), face_params,
+                 title="Face Parameters (pose reference)", size=(300, 150)),
+        NodeSpec(25, "Arc2FaceFaceParametersFromPhoto", (380, 880), face_params,
+                 title="Face Parameters (identity shape)", size=(300, 150)),
+        NodeSpec(26, "Arc2FaceFLAMELoader", (720, 880), size=(280, 60)),
+        NodeSpec(27, "Arc2FaceNormalMapFromFLAME", (720, 980), size=(280, 80)),
+        NodeSpec(28, "PreviewImage", (1020, 600), title="Aligned pose reference (the hint's frame)",
+                 size=(240, 260)),
+    ] + extra_nodes, [
+        (2, "arcface", 24, "arcface"), (20, "IMAGE", 24, "image"), (2, "arcface", 25, "arcface"),
+        (3, "IMAGE", 25, "image"), (26, "flame", 27, "flame"), (24, "params", 27, "pose_params"),
+        (25, "params", 27, "identity_params"), (24, "aligned", 28, "images"),
+    ] + extra_links, 27)
+
+
+def pose_photo_flame():
+    return _flame_pose([], [])
+
+
+def pose_expression_photo():
+    """One photo drives both: its FLAME render poses the ControlNet, its expression the Expression Adapter."""
+    nodes, links = _flame_pose([
+        NodeSpec(30, "Arc2FaceExpressionAdapterLoader", (1020, 900), size=(280, 60)),
+        NodeSpec(31, "Arc2FaceExpressionAdapter", (1020, 1000),
+                 {"weight": 1.0, "start_percent": 0.0, "end_percent": 1.0}, size=(300, 170)),
+    ], [(1, "model", 31, "model"), (30, "adapter", 31, "adapter"), (24, "expression", 31, "expression"),
+        (31, "model", 7, "model")])
+    return nodes, [link for link in links if link != (1, "model", 7, "model")]
+
+
+FLAME_WORKFLOWS = {"arc2face_pose_photo_flame": pose_photo_flame,
+                   "arc2face_pose_expression_photo": pose_expression_photo}
+
+
 WORKFLOWS = {"arc2face_basic": basic, "arc2face_average": average, "arc2face_blend": blend,
              "arc2face_ksampler": ksampler, "arc2face_pose": pose, "arc2face_pose_angles": pose_angles,
              "arc2face_expression": expression, "arc2face_expression_manual": expression_manual,
@@ -275,6 +327,14 @@ NOTES = {
     "arc2face_lcm": Note("LCM speed mode: 4 images in 3 steps with SD1.5's LCM-LoRA, as in the official demo.",
                          "Keep ModelSamplingDiscrete = lcm, sampler lcm, scheduler simple, CFG 1.0 (these match "
                          "diffusers' LCMScheduler exactly); steps 2-4."),
+    "arc2face_pose_photo_flame": Note("Identity from one photo, head pose from a reference photo the way the reference "
+                                      "made its hints: SMIRK reads FLAME parameters, FLAME renders the whole head's "
+                                      "normals -> 4 images.",
+                                      "strength 1.0; the identity photo gives the head shape, the reference its pose, "
+                                      "expression and framing (preview: the aligned reference)."),
+    "arc2face_pose_expression_photo": Note("One reference photo drives both the head pose (FLAME normals, pose "
+                                           "ControlNet) and the expression (Expression Adapter) -> 4 images.",
+                                           "strength 1.0, weight 1.0; use a reference with a clear expression."),
     "arc2face_two_people": Note("Two people in one 1024x512 image: each identity's conditioning is masked to its half "
                                 "(Conditioning Set Mask), then combined; one shared negative. 2 images.",
                                 "Keep both masks the canvas size; the Sampler counts the combined masks as ONE image "

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from builders import clip_encoder, exp_adapter, lora, onnx_faces, onnx_landmarks, sd15_random, smirk
+from builders import clip_encoder, exp_adapter, lora, onnx_faces, onnx_landmarks, sd15_random, smirk, smirk_parts
 from comfyui_client import Comfy
 
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
@@ -45,8 +45,9 @@ def comfyui_dir() -> Path:
 
 def _builders_stamp() -> str:
     digest = hashlib.sha256()
-    for module in (clip_encoder, exp_adapter, lora, onnx_faces, onnx_landmarks, sd15_random, smirk):
+    for module in (clip_encoder, exp_adapter, lora, onnx_faces, onnx_landmarks, sd15_random, smirk, smirk_parts):
         digest.update(Path(module.__file__).read_bytes())
+    digest.update(smirk_parts.LAYOUT_FILE.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -67,6 +68,7 @@ def write_models(models: Path) -> None:
                                           onnx_landmarks.posed_mean_shape(rotation_from_angles(*REFERENCE_POSE)))
     exp_adapter.write_exp_adapter(models / "arc2face" / "exp_adapter" / "exp_adapter.bin")
     smirk.write_smirk_checkpoint(models / "arc2face" / "smirk" / "SMIRK_em1.pt")
+    smirk_parts.add_smirk_parts(models / "arc2face" / "smirk" / "SMIRK_em1.pt", ("pose", "shape"))   # whole encoder
     lora.write_sd15_lcm_lora(models / "loras" / LCM_LORA)   # low-rank random, kohya layout, every LCM target layer
     controlnet = sd15_random.write_controlnet(models / "arc2face" / "controlnet")
     stock = models / "controlnet" / STOCK_CONTROLNET

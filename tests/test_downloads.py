@@ -153,7 +153,7 @@ def test_a_short_download_is_refused_and_leaves_nothing(tmp_path, monkeypatch, s
     with FakeFileServer({LANDMARKER: sources["landmarker"]}, truncated=(LANDMARKER,)).running() as storage:
         monkeypatch.setenv("ARC2FACE_MEDIAPIPE_MODELS", storage.endpoint + "/mediapipe-models")
         with pytest.raises(DownloadError, match=r"(?s)MediaPipe face landmarker .* failed .*sent 2500 bytes, "
-                                                r"expected 5000.*mediapipe/face_landmarker\.task  <-  "):
+                                                r"expected 5000.*arc2face/mediapipe/face_landmarker\.task  <-  "):
             fetch_missing(tmp_path, GROUPS["mediapipe"], quiet=True)
     assert not list(tmp_path.rglob("face_landmarker.task*"))
 
@@ -163,7 +163,7 @@ def test_the_download_tool_fills_a_comfyui_models_folder(tmp_path, hosts, source
     (models / "arc2face" / "encoder").mkdir(parents=True)
     (models / "arc2face" / "encoder" / "model.safetensors").write_bytes(b"kept")   # an accepted alternative
     assert downloads.main(["--models", str(models), "--all", "-q"]) == 0
-    assert (models / "mediapipe/face_landmarker.task").read_bytes() == sources["landmarker"]
+    assert (models / "arc2face/mediapipe/face_landmarker.task").read_bytes() == sources["landmarker"]
     assert (models / "loras/lcm-lora-sdv1-5.safetensors").read_bytes() == \
         sources["hub"]["latent-consistency/lcm-lora-sdv1-5"]["pytorch_lora_weights.safetensors"]
     assert (models / "arc2face/exp_adapter/exp_adapter.bin").is_file()

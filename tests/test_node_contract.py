@@ -52,6 +52,11 @@ CONTRACT = {
                                    ("expression", "ARC2FACE_EXPRESSION"), ("weight", "FLOAT"), ("start_percent", "FLOAT"),
                                    ("end_percent", "FLOAT")],
                                   [("model", "MODEL")]),
+    "Arc2FaceFaceParametersFromPhoto": ("Face Parameters from Photo (SMIRK)",
+                                        [("arcface", "ARCFACE"), ("image", "IMAGE"), ("face", "COMBO"),
+                                         ("channel_order", "COMBO")],
+                                        [("params", "ARC2FACE_FACE_PARAMS"), ("expression", "ARC2FACE_EXPRESSION"),
+                                         ("aligned", "IMAGE"), ("crops", "IMAGE")]),
 }
 DEFAULTS = {
     ("Arc2FaceArcFaceLoader", "det_size"): 640, ("Arc2FaceArcFaceLoader", "provider"): "auto",

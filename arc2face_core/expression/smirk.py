@@ -1,30 +1,32 @@
-"""SMIRK's expression encoder in plain torch: face crop → the 55-d FLAME expression vector of the Expression Adapter.
+"""SMIRK's encoders in plain torch: a 224x224 face crop → FLAME 2020 parameters (pose, camera, shape, expression).
 
-What the Arc2Face Expression Adapter demo does (SMIRK code, MIT), and what this module reproduces:
+SMIRK (MIT) regresses a face with three independent networks on the same crop (its ``src/smirk_encoder.py``); each is a
+timm backbone (``features_only=True``), the last feature map averaged to a vector, and one ``Linear``:
 
-1. Crop: a square box around the face landmarks, enlarged 1.4x, warped to 224x224 with a similarity transform
-   (skimage ``estimate_transform('similarity')`` + ``warp``, bilinear, black outside the image, then truncated to
-   uint8). The reference takes the box of MediaPipe's 478 face-mesh points; this pack has insightface's 68 points
-   instead and corrects their box to MediaPipe's (``smirk_crop.py``, ``FOREHEAD_EXTENSION``).
-2. Channel order: the demo warps an RGB image and then applies ``cv2.COLOR_BGR2RGB`` to the crop, so SMIRK is fed
-   BGR. SMIRK's own demo feeds RGB. ``channel_order="bgr"`` (the default) matches the Arc2Face demo (smirk_crop.py).
-3. ``/255`` to floats 0..1, no mean/std normalisation, ``[N, 3, 224, 224]``.
-4. Backbone: timm's ``tf_mobilenetv3_large_minimal_100`` with ``features_only=True`` (rebuilt here without timm,
-   same parameter names, so SMIRK's checkpoint loads strictly); its last feature map [N, 960, 7, 7] is averaged to
-   [N, 960] and a single ``Linear(960, 55)`` gives the raw parameters.
-5. ``postprocess``: expression 50 as is; eyelids 2 clamped to 0..1; jaw 3: the first (jaw opening) through ReLU, the
-   other two clamped to ±0.2.
+| part         | backbone (mobilenetv3.py)          | head                              | outputs                          |
+|--------------|------------------------------------|-----------------------------------|----------------------------------|
+| ``pose``     | ``tf_mobilenetv3_small_minimal_100`` | ``pose_cam_layers.0`` Linear(576, 6) | axis-angle head rotation 3, camera [s, tx, ty] |
+| ``shape``    | ``tf_mobilenetv3_large_minimal_100`` | ``shape_layers.0`` Linear(960, 300)  | FLAME identity shape 300         |
+| ``expression`` | ``tf_mobilenetv3_large_minimal_100`` | ``expression_layers.0`` Linear(960, 55) | expression 50, eyelids 2, jaw 3 |
 
-Weights: ``SMIRK_em1.pt`` from the SMIRK project (manual download); only its ``smirk_encoder.expression_encoder.*``
-tensors are used.
+Pose, camera and shape are used raw; the expression goes through ``postprocess`` (eyelids clamped to 0..1, jaw[0]
+ReLU, jaw[1:3] clamped to ±0.2).
+
+Input: ``[N, 3, 224, 224]`` floats 0..1 (``/255``, no mean/std normalisation), cropped as SMIRK crops (smirk_crop.py).
+SMIRK was trained on RGB crops; the Arc2Face Expression Adapter demo feeds the expression encoder BGR (it swaps the
+channels of an RGB crop), which ``channel_order="bgr"`` reproduces for the expression (smirk_crop.py).
+
+Weights: ``SMIRK_em1.pt`` from the SMIRK project (manual download), a flat state dict of the whole SMIRK model. Each
+part is read from its own prefix (``smirk_encoder.pose_encoder.`` ...) with a strict load of exactly its keys; the
+other parts and the image generator (``smirk_generator.*``) are ignored, so loading only the expression encoder, as
+the Arc2Face demo does, reads only its tensors.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -32,205 +34,64 @@ from torch import nn
 
 from ..checkpoints import check_finite, read_checkpoint
 from ..errors import CorruptWeightsError, InvalidInputError
+from .mobilenetv3 import (  # noqa: F401  (BatchNormAct2d, Conv2dSame, conv2d_tf_same: re-exported for callers)
+    BatchNormAct2d,
+    Conv2dSame,
+    MobileNetV3LargeMinimalFeatures,
+    MobileNetV3SmallMinimalFeatures,
+    conv2d_tf_same,
+)
 from .vectors import EXPRESSION_DIM, N_EXPRESSION, N_EYELID, N_JAW
 
 SMIRK_URL = "https://github.com/georgeretsi/smirk"
 SMIRK_FILENAME = "SMIRK_em1.pt"
-CHECKPOINT_PREFIX = "smirk_encoder.expression_encoder."
+ENCODER_PREFIX = "smirk_encoder."
+CHECKPOINT_PREFIX = ENCODER_PREFIX + "expression_encoder."
 
-FEATURE_DIM = 960
+SMIRK_PARTS = ("pose", "shape", "expression")
+PART_PREFIXES = {part: f"{ENCODER_PREFIX}{part}_encoder." for part in SMIRK_PARTS}
+N_POSE_CAMERA = 6      # pose_cam_layers: axis-angle rotation 3 + orthographic camera [s, tx, ty]
+N_SHAPE = 300          # shape_layers: FLAME 2020's first 300 identity components
+
 CROP_SIZE = 224
 CROP_SCALE = 1.4
-BN_EPS = 1e-3          # TensorFlow's BatchNorm default, which timm's tf_* models keep
 JAW_SIDE_LIMIT = 0.2   # jaw[1:3] clamp in SMIRK
 
 CHANNEL_ORDERS = ("bgr", "rgb")
 
-# ------------------------------------------------------------------------------------------------------------------
-# Backbone: timm's tf_mobilenetv3_large_minimal_100, features_only=True
-# ------------------------------------------------------------------------------------------------------------------
-
-
-def make_divisible(value: float, divisor: int = 8, round_limit: float = 0.9) -> int:
-    """Round a channel count to the nearest multiple of ``divisor`` (never below it, never down by over 10%)."""
-    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
-    if rounded < round_limit * value:
-        rounded += divisor
-    return rounded
-
-
-def same_padding_total(size: int, kernel: int, stride: int, dilation: int = 1) -> int:
-    """Total TensorFlow 'SAME' padding along one axis: enough that the output has ``ceil(size / stride)`` samples."""
-    return max((math.ceil(size / stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
-
-
-class Conv2dSame(nn.Conv2d):
-    """A convolution with TensorFlow 'SAME' padding worked out from the input size at each call.
-
-    The padding can be asymmetric: top/left get ``total // 2``, bottom/right the rest (one more when ``total`` is odd).
-    Used where the padding is not the same for every input size (stride 2); stride-1 odd kernels use plain symmetric
-    padding, which is identical there.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[-2:]
-        pad_h = same_padding_total(int(height), self.kernel_size[0], self.stride[0], self.dilation[0])
-        pad_w = same_padding_total(int(width), self.kernel_size[1], self.stride[1], self.dilation[1])
-        if pad_h or pad_w:
-            x = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
-        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
-
-
-def conv2d_tf_same(in_chs: int, out_chs: int, kernel: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
-    """timm's ``create_conv2d(..., padding='same')`` for square kernels, no bias, dilation 1.
-
-    Stride 1 with an odd kernel: 'SAME' is the symmetric ``(kernel - 1) // 2`` for every size, so a plain Conv2d.
-    Otherwise the padding depends on the input size: ``Conv2dSame``.
-    """
-    if stride == 1 and (kernel - 1) % 2 == 0:
-        return nn.Conv2d(in_chs, out_chs, kernel, stride=1, padding=(kernel - 1) // 2, groups=groups, bias=False)
-    return Conv2dSame(in_chs, out_chs, kernel, stride=stride, padding=0, groups=groups, bias=False)
-
-
-class BatchNormAct2d(nn.BatchNorm2d):
-    """BatchNorm (eps 1e-3) optionally followed by ReLU; the parameter names are BatchNorm2d's, as in timm."""
-
-    def __init__(self, num_features: int, relu: bool) -> None:
-        super().__init__(num_features, eps=BN_EPS)
-        self.relu = relu
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = super().forward(x)
-        return F.relu(x) if self.relu else x
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + f", relu={self.relu}"
-
-
-class DepthwiseSeparable(nn.Module):
-    """timm's DepthwiseSeparableConv, no SE: depthwise → BN+ReLU → 1x1 conv → BN, + skip when shapes allow."""
-
-    def __init__(self, in_chs: int, out_chs: int, kernel: int, stride: int) -> None:
-        super().__init__()
-        self.has_skip = stride == 1 and in_chs == out_chs
-        self.conv_dw = conv2d_tf_same(in_chs, in_chs, kernel, stride, groups=in_chs)
-        self.bn1 = BatchNormAct2d(in_chs, relu=True)
-        self.conv_pw = conv2d_tf_same(in_chs, out_chs, 1)
-        self.bn2 = BatchNormAct2d(out_chs, relu=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.bn2(self.conv_pw(self.bn1(self.conv_dw(x))))
-        return out + x if self.has_skip else out
-
-
-class InvertedResidual(nn.Module):
-    """timm's InvertedResidual, no SE: 1x1 expand → BN+ReLU → depthwise → BN+ReLU → 1x1 project → BN, + skip."""
-
-    def __init__(self, in_chs: int, out_chs: int, kernel: int, stride: int, exp_ratio: float) -> None:
-        super().__init__()
-        mid_chs = make_divisible(in_chs * exp_ratio)
-        self.has_skip = stride == 1 and in_chs == out_chs
-        self.conv_pw = conv2d_tf_same(in_chs, mid_chs, 1)
-        self.bn1 = BatchNormAct2d(mid_chs, relu=True)
-        self.conv_dw = conv2d_tf_same(mid_chs, mid_chs, kernel, stride, groups=mid_chs)
-        self.bn2 = BatchNormAct2d(mid_chs, relu=True)
-        self.conv_pwl = conv2d_tf_same(mid_chs, out_chs, 1)
-        self.bn3 = BatchNormAct2d(out_chs, relu=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.bn2(self.conv_dw(self.bn1(self.conv_pw(x))))
-        out = self.bn3(self.conv_pwl(out))
-        return out + x if self.has_skip else out
-
-
-class ConvBnAct(nn.Module):
-    """timm's ConvBnAct: conv → BN+ReLU (no skip in this model)."""
-
-    def __init__(self, in_chs: int, out_chs: int, kernel: int, stride: int) -> None:
-        super().__init__()
-        self.conv = conv2d_tf_same(in_chs, out_chs, kernel, stride)
-        self.bn1 = BatchNormAct2d(out_chs, relu=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn1(self.conv(x))
-
-
-# timm's arch_def for the large "minimal" MobileNetV3: per stage, (block type, repeats, kernel, stride of the first
-# block, expansion ratio, output channels). ReLU everywhere, no squeeze-excite, no hard-swish.
-LARGE_MINIMAL_ARCH: tuple[tuple[tuple[str, int, int, int, float, int], ...], ...] = (
-    (("ds", 1, 3, 1, 1.0, 16),),
-    (("ir", 1, 3, 2, 4.0, 24), ("ir", 1, 3, 1, 3.0, 24)),
-    (("ir", 3, 3, 2, 3.0, 40),),
-    (("ir", 1, 3, 2, 6.0, 80), ("ir", 1, 3, 1, 2.5, 80), ("ir", 2, 3, 1, 2.3, 80)),
-    (("ir", 2, 3, 1, 6.0, 112),),
-    (("ir", 3, 3, 2, 6.0, 160),),
-    (("cn", 1, 1, 1, 1.0, 960),),
-)
-STEM_CHANNELS = 16
-
-
-class MobileNetV3LargeMinimalFeatures(nn.Module):
-    """timm ``tf_mobilenetv3_large_minimal_100`` with ``features_only=True``, module for module.
-
-    Stem (3x3 stride-2 conv, BN, ReLU) and 7 stages of blocks under ``blocks.{stage}.{block}``. ``forward`` returns
-    the last feature map ([N, 960, H/32, W/32]); ``features`` returns all five maps timm's feature extractor returns
-    (after stages 0, 1, 2, 4 and 6: strides 2, 4, 8, 16, 32).
-    """
-
-    def __init__(self, in_chans: int = 3) -> None:
-        super().__init__()
-        stem = make_divisible(STEM_CHANNELS)
-        self.conv_stem = conv2d_tf_same(in_chans, stem, 3, stride=2)
-        self.bn1 = nn.BatchNorm2d(stem, eps=BN_EPS)
-        self.act1 = nn.ReLU(inplace=True)
-        stages: list[nn.Sequential] = []
-        info: list[dict[str, int]] = []
-        in_chs, reduction = stem, 2
-        for index, stage in enumerate(LARGE_MINIMAL_ARCH):
-            blocks: list[nn.Module] = []
-            for kind, repeats, kernel, first_stride, exp_ratio, out in stage:
-                out_chs = make_divisible(out)
-                for repeat in range(repeats):
-                    stride = first_stride if not blocks else 1   # only a stage's first block may have a stride
-                    if kind == "ds":
-                        block: nn.Module = DepthwiseSeparable(in_chs, out_chs, kernel, stride)
-                    elif kind == "ir":
-                        block = InvertedResidual(in_chs, out_chs, kernel, stride, exp_ratio)
-                    else:
-                        block = ConvBnAct(in_chs, out_chs, kernel, stride)
-                    reduction *= stride
-                    blocks.append(block)
-                    in_chs = out_chs
-            stages.append(nn.Sequential(*blocks))
-            # timm takes a feature where the next stage starts with a stride (and after the last stage)
-            last = index + 1 == len(LARGE_MINIMAL_ARCH)
-            if last or LARGE_MINIMAL_ARCH[index + 1][0][3] > 1:
-                info.append({"stage": index, "num_chs": in_chs, "reduction": reduction})
-        self.blocks = nn.Sequential(*stages)
-        self.feature_info = info
-        self._feature_stages = {entry["stage"] for entry in info}
-
-    @property
-    def num_features(self) -> int:
-        return self.feature_info[-1]["num_chs"]
-
-    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.act1(self.bn1(self.conv_stem(x)))
-        out = []
-        for index, stage in enumerate(self.blocks):
-            x = stage(x)
-            if index in self._feature_stages:
-                out.append(x)
-        return out
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act1(self.bn1(self.conv_stem(x)))
-        return self.blocks(x)
-
 
 # ------------------------------------------------------------------------------------------------------------------
-# Expression encoder
+# The three encoders
 # ------------------------------------------------------------------------------------------------------------------
+
+
+def pooled_features(backbone: nn.Module, img: torch.Tensor) -> torch.Tensor:
+    """SMIRK's ``adaptive_avg_pool2d(features[-1], 1)``: the last feature map averaged to ``[N, channels]``."""
+    return F.adaptive_avg_pool2d(backbone(img), (1, 1)).flatten(1)
+
+
+class PoseEncoder(nn.Module):
+    """SMIRK's pose encoder: small minimal backbone → pool → ``Linear(576, 6)`` = [rotation 3, camera s, tx, ty]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = MobileNetV3SmallMinimalFeatures()
+        self.pose_cam_layers = nn.Sequential(nn.Linear(self.encoder.num_features, N_POSE_CAMERA))
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        return self.pose_cam_layers(pooled_features(self.encoder, img))
+
+
+class ShapeEncoder(nn.Module):
+    """SMIRK's shape encoder: large minimal backbone → pool → ``Linear(960, 300)`` (FLAME shape coefficients)."""
+
+    def __init__(self, n_shape: int = N_SHAPE) -> None:
+        super().__init__()
+        self.encoder = MobileNetV3LargeMinimalFeatures()
+        self.shape_layers = nn.Sequential(nn.Linear(self.encoder.num_features, n_shape))
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        return self.shape_layers(pooled_features(self.encoder, img))
 
 
 def postprocess(raw: torch.Tensor) -> torch.Tensor:
@@ -246,7 +107,7 @@ def postprocess(raw: torch.Tensor) -> torch.Tensor:
 
 
 class ExpressionEncoder(nn.Module):
-    """SMIRK's expression encoder: backbone → global average pool → ``Linear(960, 55)``.
+    """SMIRK's expression encoder: large minimal backbone → pool → ``Linear(960, 55)``.
 
     ``forward`` gives the raw parameters; ``encode`` checks the crops and applies ``postprocess``.
     """
@@ -258,16 +119,78 @@ class ExpressionEncoder(nn.Module):
         self.n_exp = n_exp
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
-        features = F.adaptive_avg_pool2d(self.encoder(img), (1, 1)).flatten(1)
-        return self.expression_layers(features)
+        return self.expression_layers(pooled_features(self.encoder, img))
 
     @torch.no_grad()
     def encode(self, crops: torch.Tensor) -> torch.Tensor:
         """Face crops ``[N, 3, 224, 224]`` (or one ``[3, 224, 224]``), floats 0..1 → ``[N, 55]`` float32, CPU."""
         crops = validate_crops(crops)
-        weight = self.expression_layers[0].weight
-        raw = self(crops.to(device=weight.device, dtype=weight.dtype))
-        return postprocess(raw.float()).cpu()
+        return postprocess(_run(self, crops)).cpu()
+
+
+_PART_CLASSES = {"pose": PoseEncoder, "shape": ShapeEncoder, "expression": ExpressionEncoder}
+_PART_NAMES = {"pose": "pose encoder (MobileNetV3 small minimal + Linear(576, 6))",
+               "shape": "shape encoder (MobileNetV3 large minimal + Linear(960, 300))",
+               "expression": "expression encoder (MobileNetV3 large minimal + Linear(960, 55))"}
+
+
+class SmirkEncoder(nn.Module):
+    """Any of SMIRK's three encoders, under SMIRK's own names (``pose_encoder``, ``shape_encoder``,
+    ``expression_encoder``), so ``ENCODER_PREFIX + state_dict key`` is the checkpoint's key."""
+
+    def __init__(self, parts: Iterable[str] = SMIRK_PARTS) -> None:
+        super().__init__()
+        self.parts = check_parts(parts)
+        for part in self.parts:
+            self.add_module(f"{part}_encoder", _PART_CLASSES[part]())
+
+    def part(self, name: str) -> nn.Module:
+        if name not in self.parts:
+            raise InvalidInputError(f"This SMIRK encoder was loaded without its {name} part (it has {self.parts}).")
+        return getattr(self, f"{name}_encoder")
+
+    @torch.no_grad()
+    def encode(self, crops: torch.Tensor, expression_crops: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Crops ``[N, 3, 224, 224]`` (0..1) → float32 CPU tensors: ``pose`` [N, 3] (axis-angle, radians), ``camera``
+        [N, 3] ([s, tx, ty]), ``shape`` [N, 300], ``expression`` [N, 55] (postprocessed), for the parts it has.
+
+        ``expression_crops``: the expression encoder's own view of the same faces (e.g. the BGR crops the Arc2Face
+        demo feeds it); the other encoders read ``crops``.
+        """
+        crops = validate_crops(crops)
+        out: dict[str, torch.Tensor] = {}
+        if "pose" in self.parts:
+            raw = _run(self.pose_encoder, crops)
+            out["pose"], out["camera"] = raw[:, :3].contiguous(), raw[:, 3:].contiguous()
+        if "shape" in self.parts:
+            out["shape"] = _run(self.shape_encoder, crops)
+        if "expression" in self.parts:
+            seen = crops if expression_crops is None else validate_crops(expression_crops)
+            if seen.shape[0] != crops.shape[0]:
+                raise InvalidInputError(f"{seen.shape[0]} expression crops for {crops.shape[0]} faces.")
+            out["expression"] = postprocess(_run(self.expression_encoder, seen))
+        for name, value in out.items():
+            if not torch.isfinite(value).all():
+                raise CorruptWeightsError(f"SMIRK's {name} came out NaN or infinite: the checkpoint's weights are "
+                                          f"out of range (is it {SMIRK_FILENAME}?).")
+        return {name: value.cpu() for name, value in out.items()}
+
+
+def _run(module: nn.Module, crops: torch.Tensor) -> torch.Tensor:
+    """Run ``module`` on crops cast to its device and dtype; float32 out."""
+    weight = next(module.parameters())
+    return module(crops.to(device=weight.device, dtype=weight.dtype)).float()
+
+
+def check_parts(parts: Any) -> tuple[str, ...]:
+    """SMIRK part names in SMIRK's order, each once; an unknown or empty choice is an InvalidInputError."""
+    if isinstance(parts, str):
+        parts = (parts,)
+    chosen = tuple(parts) if isinstance(parts, Iterable) else ()
+    unknown = [p for p in chosen if p not in SMIRK_PARTS]
+    if unknown or not chosen:
+        raise InvalidInputError(f"SMIRK parts must be some of {SMIRK_PARTS}, got {parts!r}.")
+    return tuple(p for p in SMIRK_PARTS if p in chosen)
 
 
 def validate_crops(crops: Any) -> torch.Tensor:
@@ -292,50 +215,73 @@ def validate_crops(crops: Any) -> torch.Tensor:
     return crops
 
 
-def _wrong_file(path: Path) -> str:
-    return (f"Is this {SMIRK_FILENAME}? The Expression Adapter needs SMIRK's released checkpoint "
-            f"{SMIRK_FILENAME} (from {SMIRK_URL}), whose expression encoder is stored under '{CHECKPOINT_PREFIX}*'.")
+# ------------------------------------------------------------------------------------------------------------------
+# Loading SMIRK_em1.pt
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _wrong_file(part: str = "expression") -> str:
+    return (f"Is this {SMIRK_FILENAME}? SMIRK's released checkpoint {SMIRK_FILENAME} (from {SMIRK_URL}) stores its "
+            f"{part} encoder under '{PART_PREFIXES[part]}*'.")
+
+
+def part_state_dict(obj: Any, path: str | os.PathLike, part: str = "expression") -> dict[str, torch.Tensor]:
+    """The tensors of one SMIRK part (prefix ``smirk_encoder.<part>_encoder.`` stripped); everything else ignored."""
+    path, prefix = Path(path), PART_PREFIXES[check_parts(part)[0]]
+    if not isinstance(obj, Mapping):
+        raise CorruptWeightsError(f"{path} holds a {type(obj).__name__}, not a dict of tensors. {_wrong_file(part)}")
+    sd = {k[len(prefix):]: v for k, v in obj.items() if isinstance(k, str) and k.startswith(prefix)}
+    if not sd:
+        sample = list(obj)[:5]
+        raise CorruptWeightsError(
+            f"{path} has no SMIRK {part}-encoder weights (no key starts with '{prefix}'; its first keys are "
+            f"{sample}). {_wrong_file(part)}")
+    bad = sorted(k for k, v in sd.items() if not isinstance(v, torch.Tensor))
+    if bad:
+        raise CorruptWeightsError(f"{path}: entries {bad[:5]} are not tensors. {_wrong_file(part)}")
+    return sd
 
 
 def expression_encoder_state_dict(obj: Any, path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The ``smirk_encoder.expression_encoder.*`` tensors of a SMIRK checkpoint, prefix stripped; the rest ignored."""
-    path = Path(path)
-    if not isinstance(obj, Mapping):
-        raise CorruptWeightsError(f"{path} holds a {type(obj).__name__}, not a dict of tensors. {_wrong_file(path)}")
-    sd = {k[len(CHECKPOINT_PREFIX):]: v for k, v in obj.items()
-          if isinstance(k, str) and k.startswith(CHECKPOINT_PREFIX)}
-    if not sd:
-        sample = list(obj)[:5]
-        raise CorruptWeightsError(
-            f"{path} has no SMIRK expression-encoder weights (no key starts with '{CHECKPOINT_PREFIX}'; "
-            f"its first keys are {sample}). {_wrong_file(path)}")
-    bad = sorted(k for k, v in sd.items() if not isinstance(v, torch.Tensor))
-    if bad:
-        raise CorruptWeightsError(f"{path}: entries {bad[:5]} are not tensors. {_wrong_file(path)}")
-    return sd
+    return part_state_dict(obj, path, "expression")
 
 
-def load_smirk_encoder(path: str | os.PathLike, *, device: torch.device | str = "cpu",
-                       dtype: torch.dtype = torch.float32) -> ExpressionEncoder:
-    """Load SMIRK's expression encoder from ``SMIRK_em1.pt``: every key and shape must match (strict load)."""
-    path = Path(path)
-    sd = expression_encoder_state_dict(read_checkpoint(path, source=SMIRK_URL), path)
-    check_finite(sd, path)
-    with torch.device("meta"):
-        model = ExpressionEncoder()
-    expected = model.state_dict()
+def _check_layout(module: nn.Module, sd: Mapping[str, torch.Tensor], path: Path, part: str) -> None:
+    """Every key and shape of ``module`` and nothing else (a strict load, with a message that says what differs)."""
+    expected = module.state_dict()
     missing = sorted(expected.keys() - sd.keys())
     unexpected = sorted(sd.keys() - expected.keys())
     if missing or unexpected:
         raise CorruptWeightsError(
-            f"{path} does not match SMIRK's expression encoder (MobileNetV3 large minimal + Linear(960, 55)): "
-            f"missing {len(missing)} tensors {missing[:4]}, unexpected {len(unexpected)} {unexpected[:4]} "
-            f"(names after '{CHECKPOINT_PREFIX}'). {_wrong_file(path)}")
+            f"{path} does not match SMIRK's {_PART_NAMES[part]}: missing {len(missing)} tensors {missing[:4]}, "
+            f"unexpected {len(unexpected)} {unexpected[:4]} (names after '{PART_PREFIXES[part]}'). "
+            f"{_wrong_file(part)}")
     wrong = [f"{k}: {tuple(sd[k].shape)} instead of {tuple(v.shape)}" for k, v in expected.items()
              if tuple(sd[k].shape) != tuple(v.shape)]
     if wrong:
-        raise CorruptWeightsError(f"{path}: {len(wrong)} tensors have the wrong shape ({'; '.join(wrong[:3])}). "
-                                  f"{_wrong_file(path)}")
-    model.load_state_dict(sd, strict=True, assign=True)
+        raise CorruptWeightsError(f"{path}: {len(wrong)} tensors of the {part} encoder have the wrong shape "
+                                  f"({'; '.join(wrong[:3])}). {_wrong_file(part)}")
+
+
+def load_smirk(path: str | os.PathLike, parts: Iterable[str] = SMIRK_PARTS, *, device: torch.device | str = "cpu",
+               dtype: torch.dtype = torch.float32) -> SmirkEncoder:
+    """Load the chosen SMIRK encoders from ``SMIRK_em1.pt``: each part's keys and shapes must match exactly."""
+    path = Path(path)
+    obj = read_checkpoint(path, source=SMIRK_URL)
+    with torch.device("meta"):
+        model = SmirkEncoder(parts)
+    for part in model.parts:
+        sd = part_state_dict(obj, path, part)
+        check_finite(sd, path)
+        module = model.part(part)
+        _check_layout(module, sd, path, part)
+        module.load_state_dict(sd, strict=True, assign=True)
     # num_batches_tracked stays int64; everything else takes the requested dtype
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def load_smirk_encoder(path: str | os.PathLike, *, device: torch.device | str = "cpu",
+                       dtype: torch.dtype = torch.float32) -> ExpressionEncoder:
+    """Load SMIRK's expression encoder alone (what the Expression Adapter needs), strictly."""
+    return load_smirk(path, ("expression",), device=device, dtype=dtype).expression_encoder

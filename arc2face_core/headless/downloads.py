@@ -85,9 +85,11 @@ POSE_FILES = (_arc2face("Arc2Face pose ControlNet config", "controlnet/config.js
               _arc2face("Arc2Face pose ControlNet (1.45 GB)", "controlnet/diffusion_pytorch_model.safetensors"),
               _antelopev2("insightface 3D landmarks (from antelopev2.zip)", "1k3d68.onnx"))
 EXPRESSION_FILES = (_arc2face("Arc2Face Expression Adapter (78 MB)", "exp_adapter/exp_adapter.bin"),)
-MEDIAPIPE_FILES = (ModelFile("MediaPipe face landmarker (3.6 MB)", "mediapipe/face_landmarker.task", "Apache-2.0",
-                             url=f"{MEDIAPIPE_MODELS}/face_landmarker/face_landmarker/float16/1/"
-                                 "face_landmarker.task"),)
+# Where the SMIRK crop looks for it (weights.FACE_LANDMARKER): an arc2face folder, beside SMIRK's checkpoint or not.
+MEDIAPIPE_FILES = (ModelFile("MediaPipe face landmarker (3.6 MB)", "arc2face/mediapipe/face_landmarker.task",
+                             "Apache-2.0", url=f"{MEDIAPIPE_MODELS}/face_landmarker/face_landmarker/float16/1/"
+                                               "face_landmarker.task",
+                             alternatives=("arc2face/smirk/face_landmarker.task",)),)
 LCM_FILES = (ModelFile("SD1.5's LCM-LoRA (135 MB)", "loras/lcm-lora-sdv1-5.safetensors", "OpenRAIL++",
                        repo="latent-consistency/lcm-lora-sdv1-5", filename="pytorch_lora_weights.safetensors"),)
 GROUPS = {"core": UNET_FILES + ENCODER_FILES + FACE_FILES + (SD15_VAE,), "pose": POSE_FILES,
@@ -96,7 +98,7 @@ GROUPS = {"core": UNET_FILES + ENCODER_FILES + FACE_FILES + (SD15_VAE,), "pose":
 MANUAL = (
     ("SMIRK expression encoder", "arc2face/smirk/SMIRK_em1.pt",
      "https://github.com/georgeretsi/smirk (MIT; the checkpoint is linked from its README)"),
-    ("FLAME 2020 head model (only to render EMOCA-style pose hints yourself)", "(outside the pack)",
+    ("FLAME 2020 head model (pose hints from the whole FLAME head)", "arc2face/flame/generic_model.pkl",
      "https://flame.is.tue.mpg.de/ (registration; non-commercial scientific research licence)"),
 )
 
