@@ -31,3 +31,13 @@ def test_dev_requirements_cover_the_runtime_ones():
     dev = {r.name.lower() for r in requirement_lines(REPO / "requirements-dev.txt")}
     assert runtime <= dev, runtime - dev
     assert "onnxruntime-gpu" not in dev and "pytest" in dev
+
+
+def test_ray_is_an_optional_extra():
+    """Datasets on Ray: an extra for the command line (and in the test environment), never a node-pack requirement."""
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())
+    extras = {r.name.lower() for r in map(Requirement, meta["project"]["optional-dependencies"]["ray"])}
+    assert extras == {"ray"}
+    assert "ray" not in {Requirement(d).name.lower() for d in meta["project"]["dependencies"]}
+    assert "ray" not in {r.name.lower() for r in requirement_lines(REPO / "requirements.txt")}
+    assert "ray" in {r.name.lower() for r in requirement_lines(REPO / "requirements-dev.txt")}
