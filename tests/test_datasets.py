@@ -40,13 +40,14 @@ SIZE, STEPS = 32, 2
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory, astronaut_scene, tiny_arc2face_root):
-    """A ComfyUI-style models folder: the tiny Arc2Face models (those of ``tiny_pipeline``) and the rigged face
-    models, whose detector finds the astronaut's face box, scaled, in any square image with contrast there."""
+def models(tmp_path_factory, astronaut_scene, tiny_controlnet_root):
+    """A ComfyUI-style models folder: the tiny Arc2Face models (those of ``tiny_pipeline`` and
+    ``tiny_control_pipeline``) and the rigged face models, whose detector finds the astronaut's face box, scaled, in
+    any square image with contrast there."""
     base = tmp_path_factory.mktemp("dataset_models") / "models"
     write_face_models(base, astronaut_scene)
-    for part in ("encoder", "arc2face"):
-        link_or_copy(tiny_arc2face_root / part, base / "arc2face" / part)
+    for part in ("encoder", "arc2face", "controlnet"):
+        link_or_copy(tiny_controlnet_root / part, base / "arc2face" / part)
     return base
 
 
@@ -251,14 +252,57 @@ def test_shards_are_disjoint_and_their_union_is_the_dataset(whole, models, tiny_
     assert files_of(out) == files_of(whole)
 
 
-def test_a_local_ray_run_equals_the_sequential_run(whole, models, tiny_vae_folder, tmp_path):
+def _descends_from(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return False
+    return False
+
+
+def _running_ray_tasks(title: bytes = b"ray::_make_batches") -> list[int]:
+    """Worker processes of this test's own Ray cluster busy with a dataset task (Ray retitles them)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                running = (entry / "cmdline").read_bytes().startswith(title)
+            except OSError:
+                continue
+            if running and _descends_from(int(entry.name), os.getpid()):
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds Ray's worker processes through /proc")
+def test_a_local_ray_run_with_a_lost_worker_equals_the_sequential_run(whole, models, tiny_vae_folder, tmp_path):
+    """ray.init(num_cpus=2): two workers of one CPU each make the six batches. Once the first batch is recorded, one
+    worker is killed; Ray runs its task again, which skips the batches already done."""
+    import threading
+
     ray = pytest.importorskip("ray")
     out = tmp_path / "faces"
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    killed, result = [], {}
     try:
-        assert run(models, tiny_vae_folder, out, *RECIPE, "--ray") == 0
+        runner = threading.Thread(target=lambda: result.update(code=run(models, tiny_vae_folder, out, *RECIPE,
+                                                                        "--ray")))
+        runner.start()
+        deadline = time.time() + 300
+        while runner.is_alive() and not killed and time.time() < deadline:
+            if (out / ".parts").is_dir() and any((out / ".parts").glob("*.jsonl")):
+                for pid in _running_ray_tasks()[:1]:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+            time.sleep(0.02)
+        runner.join(timeout=300)
     finally:
         ray.shutdown()
+    assert killed, "no Ray worker was busy with a dataset task after the first batch"
+    assert result.get("code") == 0
     assert files_of(out) == files_of(whole)
 
 
@@ -302,6 +346,37 @@ def test_no_similarity_leaves_the_scores_out(models, tiny_vae_folder, tmp_path):
     assert row["similarity"] is None and row["tries"] == [None] and row["file"] == "00000/000.png"
 
 
+def test_one_pose_per_identity(models, tiny_vae_folder, tmp_path, tiny_control_pipeline):
+    from arc2face_core.headless.cli import read_normal_map
+    from arc2face_core.pose.hint import prepare_normal_map
+    from fixtures_comfyui import sphere_normal_map
+
+    maps = []
+    for index, tilt in enumerate((0.0, 0.6)):
+        maps.append(tmp_path / f"pose_{index}.png")
+        Image.fromarray(sphere_normal_map(64, tilt)).save(maps[-1])
+    out = tmp_path / "faces"
+    assert run(models, tiny_vae_folder, out, "--identities", "2", "--images-per-id", "1", "--ids-per-batch", "2",
+               "--normal-map", str(maps[0]), "--normal-map", str(maps[1])) == 0
+    settings = json.loads((out / "dataset.json").read_text())["settings"]
+    assert settings["pose"]["normal_maps"] == [str(p) for p in maps] and settings["files"]["controlnet"]["bytes"]
+    identities, _ = load_embeddings(out / "identities.safetensors")
+    rows = manifest(out)
+    noise = torch.cat([torch.randn([1, 4, SIZE // 2, SIZE // 2], generator=torch.manual_seed(r["seed"]))
+                       for r in rows])
+    hints = torch.cat([prepare_normal_map(read_normal_map(path)) for path in maps])
+    torch.set_num_threads(1)
+    try:
+        posed = tiny_control_pipeline.generate(identities, 1, STEPS, 3.0, SIZE, SIZE, noise=noise, hint=hints)
+        swapped = tiny_control_pipeline.generate(identities, 1, STEPS, 3.0, SIZE, SIZE, noise=noise,
+                                                 hint=hints.flip(0))
+    finally:
+        torch.set_num_threads(THREADS)
+    for row, image, other in zip(rows, posed, swapped):
+        assert np.array_equal(pixels(out / row["file"]), image)          # identity i with map i
+        assert np.abs(image.astype(int) - other.astype(int)).mean() > 0.5  # the pairing shows in the pixels
+
+
 # ---------------------------------------------------------------------------------------- samplers and refusals
 
 
@@ -329,6 +404,20 @@ def test_pca_from_photos_prepare_only(models, tiny_vae_folder, tmp_path, astrona
     assert run(models, tiny_vae_folder, again, "--identities", "2", "--identity-threshold", "0.9",
                "--pca", str(out / "identity_pca.safetensors"), "--prepare-only") == 0
     assert torch.equal(load_embeddings(again / "identities.safetensors")[0], identities)
+
+
+def test_given_identities_are_used_as_they_are(models, tiny_vae_folder, tmp_path):
+    from arc2face_core.identity.files import save_embeddings
+
+    given = unique_identities(3, seed=99).embeds
+    save_embeddings(tmp_path / "people.safetensors", given, {"made_by": "a test"})
+    out = tmp_path / "faces"
+    assert run(models, tiny_vae_folder, out, "--embeddings", str(tmp_path / "people.safetensors"),
+               "--prepare-only") == 0
+    identities, source = load_embeddings(out / "identities.safetensors")
+    assert torch.equal(identities, given) and source["sampler"] == "file" and source["source"]["made_by"] == "a test"
+    settings = json.loads((out / "dataset.json").read_text())["settings"]
+    assert settings["identities"] == 3 and settings["identity"] == {"sampler": "file", "file": "people.safetensors"}
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -6,7 +6,7 @@ One batch = ``ids_per_batch`` identities x ``images_per_id`` images, generated a
 images of a batch that score below it are generated again together with their next attempt's seed, up to
 ``--max-attempts`` tries in all; an image that never passes is dropped: it gets no file and its manifest row says
 ``dropped`` with every try's score. The batch's record (its manifest rows) is written after its images, which makes it
-done (see ``store``).
+done (see ``store``); the PNGs are encoded on background threads while the next batch is generated.
 
 Manifest row: ``identity``, ``image`` (0-based indices), ``file`` (relative to the dataset folder; null when
 dropped), ``seed`` (of the kept or last attempt), ``attempt``, ``similarity`` (ArcFace cosine of the image to its
@@ -17,6 +17,7 @@ identity; -1.0 without a face; null with ``--no-similarity``), ``dropped``, ``tr
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Optional
 
 import numpy as np
@@ -33,6 +34,7 @@ from .seeds import image_noise, image_seed
 from .store import DatasetStore
 
 Row = tuple[int, int, int]   # identity, image, attempt
+WRITER_THREADS = 2           # PNG encoders working while the device makes the next batch
 
 
 class DatasetMaker:
@@ -81,13 +83,14 @@ class DatasetMaker:
         owners = self.identities[[identity for identity, _, _ in rows]]
         return score_identities(self.analyzer, bgr, owners, 1).scores
 
-    def make_batch(self, batch: Batch) -> tuple[list[dict], int]:
-        """Generate, check, redraw and write one batch; returns its manifest rows and the images generated."""
+    def make_batch(self, batch: Batch) -> tuple[list[dict], int, dict]:
+        """Generate, check and redraw one batch: its manifest rows, the images generated and the pixels to write
+        ({(identity, image): uint8 array} of the kept images)."""
         c = self.config
-        self.store.begin_batch(batch.identities)
         pending: list[Row] = [(i, j, 0) for i in batch.identities for j in range(c.images_per_id)]
         tries: dict[tuple[int, int], list] = {}
         finished: dict[tuple[int, int], dict] = {}
+        kept: dict[tuple[int, int], np.ndarray] = {}
         generated = 0
         while pending:
             images, seeds, cosines = self._generate(pending)
@@ -107,26 +110,44 @@ class DatasetMaker:
                 if cosine is not None:
                     row["jitter_similarity"] = cosine
                 if passed:
-                    row["file"] = self.store.write_image(identity, image, pixels)
+                    row["file"] = self.store.relative_file(identity, image)
+                    kept[(identity, image)] = pixels
                 finished[(identity, image)] = row
             pending = redo
-        rows = [finished[key] for key in sorted(finished)]
-        self.store.finish_batch(batch.index, rows)
-        return rows, generated
+        return [finished[key] for key in sorted(finished)], generated, kept
 
     def run(self, batches: list[Batch], advance: Optional[Callable[[int], None]] = None) -> RunStats:
-        """Every batch of ``batches`` not done yet; ``advance(n)`` after each batch with its image count."""
+        """Every batch of ``batches`` not done yet; ``advance(n)`` after each batch with its image count.
+
+        PNG encoding runs on ``WRITER_THREADS`` threads while the next batch is generated; a batch's record is
+        written only once all its images are (see ``store``), so a kill at any moment loses nothing recorded."""
         stats = RunStats()
         start = time.perf_counter()
-        for batch in batches:
-            if self.store.batch_done(batch.index):
-                continue
-            rows, generated = self.make_batch(batch)
-            stats.batches += 1
-            stats.generated += generated
-            stats.rows += rows
+        writing: Optional[tuple[Batch, list[dict], list[Future]]] = None
+
+        def finish(batch: Batch, rows: list[dict], futures: list[Future]) -> None:
+            for future in futures:
+                future.result()          # a failed write (disk full...) stops the run here, its batch unrecorded
+            self.store.finish_batch(batch.index, rows)
             if advance is not None:
                 advance(len(rows))
+
+        with ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="arc2face-png") as pool:
+            for batch in batches:
+                if self.store.batch_done(batch.index):
+                    continue
+                self.store.begin_batch(batch.identities)
+                rows, generated, kept = self.make_batch(batch)
+                if writing is not None:
+                    finish(*writing)
+                futures = [pool.submit(self.store.write_image, identity, image, pixels)
+                           for (identity, image), pixels in kept.items()]
+                writing = (batch, rows, futures)
+                stats.batches += 1
+                stats.generated += generated
+                stats.rows += rows
+            if writing is not None:
+                finish(*writing)
         stats.seconds = time.perf_counter() - start
         return stats
 
