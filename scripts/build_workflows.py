@@ -162,9 +162,26 @@ def expression_manual():
                                  size=(300, 200))], [], 24)
 
 
+def identity_check():
+    """Four images of one person, scored by the paper's ArcFace similarity; only those above the threshold are
+    saved, and the report says every score."""
+    nodes = common_head("arc2face_face.png") + [
+        NodeSpec(7, "Arc2FaceSampler", (1020, 0), dict(SAMPLER, images_per_id=4), size=(320, 330)),
+        NodeSpec(12, "Arc2FaceIdentitySimilarity", (1400, 120), {"images_per_id": 4}, size=(300, 120)),
+        NodeSpec(13, "Arc2FaceFilterByIdentity", (1400, 300), {"threshold": 0.4}, size=(300, 100)),
+        NodeSpec(14, "PreviewAny", (1400, 460), title="Identity report", size=(400, 300))]
+    links = [link for link in COMMON_LINKS if link != (9, "IMAGE", 10, "images")] + [
+        (4, "embeds", 6, "embeds"), (1, "model", 7, "model"), (6, "positive", 7, "positive"),
+        (6, "negative", 7, "negative"), (7, "latent", 9, "samples"), (2, "arcface", 12, "arcface"),
+        (9, "IMAGE", 12, "images"), (4, "embeds", 12, "embeds"), (9, "IMAGE", 13, "images"),
+        (12, "scores", 13, "scores"), (13, "images", 10, "images"), (12, "report", 14, "source")]
+    return nodes, links
+
+
 WORKFLOWS = {"arc2face_basic": basic, "arc2face_average": average, "arc2face_blend": blend,
              "arc2face_ksampler": ksampler, "arc2face_pose": pose, "arc2face_pose_angles": pose_angles,
-             "arc2face_expression": expression, "arc2face_expression_manual": expression_manual}
+             "arc2face_expression": expression, "arc2face_expression_manual": expression_manual,
+             "arc2face_identity_check": identity_check}
 
 
 def main() -> None:
