@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 CATEGORY = "Arc2Face"
 DEFAULT_THRESHOLD = 0.4
 
@@ -44,14 +46,14 @@ class Arc2FaceIdentitySimilarity:
 class Arc2FaceFilterByIdentity:
     DESCRIPTION = ("Keeps the images whose identity similarity (from Identity Similarity) is at least threshold, in "
                    "their order; images without a face (-1.0) never pass a threshold above -1. Takes the images and "
-                   "scores as whole lists, so it runs once per batch. When none passes, the output is an empty batch "
-                   "(Save Image then saves nothing).")
+                   "scores as whole lists, so it runs once per batch. When none passes, the nodes after it are "
+                   "skipped (nothing is saved) and the console says so.")
     CATEGORY = CATEGORY
     FUNCTION = "filter"
     INPUT_IS_LIST = True
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("images",)
-    OUTPUT_TOOLTIPS = ("The images that pass, in their order (possibly none).",)
+    OUTPUT_TOOLTIPS = ("The images that pass, in their order (none: the nodes after this one are skipped).",)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -73,7 +75,16 @@ class Arc2FaceFilterByIdentity:
         if len(set(threshold)) != 1:   # a list input: one value, unless a list was wired in on purpose
             raise InvalidInputError(f"Filter by Identity takes one threshold, got {list(threshold)}")
         kept, _ = filter_by_scores(images, scores, threshold[0])
-        return (kept,)
+        if kept.shape[0]:
+            return (kept,)
+        # Stock nodes (Save Image, Preview Image) fail on an empty batch: skip them, as ComfyUI means it to be done.
+        logging.getLogger(__name__).warning("Filter by Identity: none of %d images reached %.3f (best %.3f); the "
+                                            "nodes after it are skipped", len(scores), threshold[0], max(scores))
+        try:
+            from comfy_execution.graph_utils import ExecutionBlocker
+        except ImportError:   # a ComfyUI older than execution blocking (2024)
+            raise InvalidInputError(f"none of the {len(scores)} images reached the threshold {threshold[0]}") from None
+        return (ExecutionBlocker(None),)
 
 
 NODE_CLASS_MAPPINGS = {"Arc2FaceIdentitySimilarity": Arc2FaceIdentitySimilarity,

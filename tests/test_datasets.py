@@ -359,7 +359,8 @@ def test_one_pose_per_identity(models, tiny_vae_folder, tmp_path, tiny_control_p
     assert run(models, tiny_vae_folder, out, "--identities", "2", "--images-per-id", "1", "--ids-per-batch", "2",
                "--normal-map", str(maps[0]), "--normal-map", str(maps[1])) == 0
     settings = json.loads((out / "dataset.json").read_text())["settings"]
-    assert settings["pose"]["normal_maps"] == [str(p) for p in maps] and settings["files"]["controlnet"]["bytes"]
+    assert settings["pose"]["normal_maps"] == ["pose_0.png", "pose_1.png"] and settings["files"]["controlnet"]["bytes"]
+    assert len(settings["pose"]["hint_sha256"]) == 64
     identities, _ = load_embeddings(out / "identities.safetensors")
     rows = manifest(out)
     noise = torch.cat([torch.randn([1, 4, SIZE // 2, SIZE // 2], generator=torch.manual_seed(r["seed"]))
@@ -418,6 +419,17 @@ def test_given_identities_are_used_as_they_are(models, tiny_vae_folder, tmp_path
     assert torch.equal(identities, given) and source["sampler"] == "file" and source["source"]["made_by"] == "a test"
     settings = json.loads((out / "dataset.json").read_text())["settings"]
     assert settings["identities"] == 3 and settings["identity"] == {"sampler": "file", "file": "people.safetensors"}
+
+
+def test_a_failed_first_run_leaves_no_recipe_behind(models, tiny_vae_folder, tmp_path, capsys):
+    out = tmp_path / "faces"
+    photos = tmp_path / "black"
+    photos.mkdir()
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(photos / "0.png")
+    assert run(models, tiny_vae_folder, out, "--identities", "2", "--pca", str(photos), "--prepare-only") == 2
+    assert "no face found in any of its 1 photos" in capsys.readouterr().err
+    assert not (out / "dataset.json").exists()                     # so another --pca can start in this folder
+    assert run(models, tiny_vae_folder, out, "--identities", "2", "--prepare-only") == 0
 
 
 @pytest.mark.parametrize("extra, message", [

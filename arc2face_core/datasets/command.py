@@ -31,7 +31,7 @@ from .identities import prepare_identities
 from .plan import Batch, make_batches, shard_batches
 from .progress import ProgressBar, RunStats, format_summary
 from .seeds import __doc__ as SEEDS_DOC
-from .store import SETTINGS_FILE, DatasetStore, publish
+from .store import IDENTITIES_FILE, SETTINGS_FILE, DatasetStore, publish
 
 DATASET_FORMAT = "arc2face.dataset"
 
@@ -89,8 +89,9 @@ def stored_settings(out: Path) -> dict:
     return settings
 
 
-def check_settings(out: Path, settings: dict) -> None:
-    """Publish the dataset's settings, or refuse a run whose settings differ from the published ones."""
+def check_settings(out: Path, settings: dict) -> bool:
+    """Publish the dataset's settings, or refuse a run whose settings differ from the published ones; True when
+    this call published them."""
     wanted = json.loads(json.dumps(settings))
     import diffusers
 
@@ -99,12 +100,13 @@ def check_settings(out: Path, settings: dict) -> None:
                             "torch": torch.__version__, "diffusers": diffusers.__version__},
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     path = out / SETTINGS_FILE
-    publish(path, json.dumps(record, indent=2).encode())
+    published = publish(path, json.dumps(record, indent=2).encode())
     changed = differences(stored_settings(out), wanted)
     if changed:
         raise InvalidInputError(f"{out} holds a dataset made with other settings ({path}); this run would mix two "
                                 "recipes. Use the same options to continue it, or another --out. Differences "
                                 "(stored -> asked):\n  " + "\n  ".join(changed))
+    return published
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,8 +136,13 @@ def prepare(config: DatasetConfig, session=None) -> Prepared:
 
         check_hint_batch(config.hint.shape[0], count)
     out.mkdir(parents=True, exist_ok=True)
-    check_settings(out, config.settings(count, device, dtype, files))
-    identities, _ = prepare_identities(config, out, lambda: load_face_analyzer(config))
+    published = check_settings(out, config.settings(count, device, dtype, files))
+    try:
+        identities, _ = prepare_identities(config, out, lambda: load_face_analyzer(config))
+    except Exception:
+        if published and not (out / IDENTITIES_FILE).exists():   # nothing made yet: let a corrected run start over
+            (out / SETTINGS_FILE).unlink(missing_ok=True)
+        raise
     batches = make_batches(count, config.ids_per_batch)
     return Prepared(config, identities, batches, DatasetStore(out, count, config.images_per_id, len(batches)))
 

@@ -110,6 +110,8 @@ class DatasetConfig:
         else:
             identity["sampler"] = "unique random unit vectors"
         pose = dict(self.pose)
+        if "normal_maps" in pose:   # by name: the hints' own hash below says whether they are the same
+            pose["normal_maps"] = [Path(p).name for p in pose["normal_maps"]]
         if self.hint is not None:
             pose["hint_sha256"] = hashlib.sha256(self.hint.float().contiguous().numpy().tobytes()).hexdigest()
         return {

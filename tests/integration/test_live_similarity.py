@@ -86,6 +86,10 @@ def test_similarity_and_filter_with_an_image_without_a_face(comfy):
     saved = comfy.saved_images(entry, "7")
     assert len(saved) == 1                                         # only the photo itself passes 0.99
     assert np.array_equal(np.asarray(Image.open(saved[0])), photo(comfy, "arc2face_face.png"))
+    # None passing: Save Image is skipped (it would fail on an empty batch) and the prompt still succeeds.
+    entry = comfy.run_ok(scoring_prompt(["arc2face_person_2.png", "arc2face_black.png"], ["arc2face_face.png"], 1,
+                                        0.99, f"z_{t}"))
+    assert comfy.saved_images(entry, "7") == [] and len(texts(entry, "5")) == 2
 
 
 def test_images_pair_with_their_identities(comfy):
