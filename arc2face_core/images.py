@@ -96,3 +96,14 @@ def bgr_uint8_to_image(images: Sequence[np.ndarray]) -> torch.Tensor:
         raise InvalidInputError(f"Expected uint8 BGR images of shape H x W x 3, got {shape}.")
     rgb = np.stack([image[..., ::-1] for image in images]).astype(np.float32) / np.float32(255.0)
     return torch.from_numpy(rgb)
+
+
+def read_rgb_file(path) -> np.ndarray:
+    """A photo file as uint8 RGB ``H x W x 3``, turned upright by its EXIF orientation (as ComfyUI's LoadImage)."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as image:
+            return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+    except OSError as exc:  # missing file, not an image (PIL's UnidentifiedImageError), truncated file
+        raise InvalidInputError(f"Cannot read the image {path}: {exc}") from exc

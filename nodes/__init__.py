@@ -1,9 +1,9 @@
 """Thin ComfyUI node classes, one module per theme; each node is its sockets, widgets, tooltips and one core call."""
 
-from . import embeddings, expression, face_parameters, faces, identity, pose, sampling
+from . import embedding_files, embeddings, expression, face_parameters, faces, identity, pose, sampling, similarity
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}
-for _module in (faces, identity, sampling, embeddings, pose, expression, face_parameters):
+for _module in (faces, identity, sampling, embeddings, pose, expression, face_parameters, similarity, embedding_files):
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)

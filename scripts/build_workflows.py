@@ -252,6 +252,23 @@ def two_people():
     return nodes, links
 
 
+def identity_check():
+    """Four images of one person, scored by the paper's ArcFace similarity; only those above the threshold are
+    saved, and the report says every score."""
+    nodes = common_head("arc2face_face.png") + [
+        NodeSpec(7, "Arc2FaceSampler", (1020, 0), dict(SAMPLER, images_per_id=4), size=(320, 330)),
+        NodeSpec(12, "Arc2FaceIdentitySimilarity", (1400, 120), {"images_per_id": 4}, size=(300, 120)),
+        NodeSpec(13, "Arc2FaceFilterByIdentity", (1400, 300), {"threshold": 0.4}, size=(300, 100)),
+        NodeSpec(14, "PreviewAny", (1400, 460), title="Identity report", size=(400, 300))]
+    links = [link for link in COMMON_LINKS if link != (9, "IMAGE", 10, "images")] + [
+        (4, "embeds", 6, "embeds"), (1, "model", 7, "model"), (6, "positive", 7, "positive"),
+        (6, "negative", 7, "negative"), (7, "latent", 9, "samples"), (2, "arcface", 12, "arcface"),
+        (9, "IMAGE", 12, "images"), (4, "embeds", 12, "embeds"), (9, "IMAGE", 13, "images"),
+        (12, "scores", 13, "scores"), (13, "images", 10, "images"), (12, "report", 14, "source")]
+    return nodes, links
+
+
+
 # Pose from a photo with SMIRK + FLAME, as the reference made its hints. They need the FLAME nodes (FLAME loader,
 # Normal Map from FLAME) of the FLAME half of the pose work: once those nodes are in the snapshot, move them into
 # WORKFLOWS so the tests check them too.
@@ -300,7 +317,7 @@ FLAME_WORKFLOWS = {"arc2face_pose_photo_flame": pose_photo_flame,
 WORKFLOWS = {"arc2face_basic": basic, "arc2face_average": average, "arc2face_blend": blend,
              "arc2face_ksampler": ksampler, "arc2face_pose": pose, "arc2face_pose_angles": pose_angles,
              "arc2face_expression": expression, "arc2face_expression_manual": expression_manual,
-             "arc2face_lcm": lcm, "arc2face_two_people": two_people}
+             "arc2face_lcm": lcm, "arc2face_two_people": two_people, "arc2face_identity_check": identity_check}
 
 NOTES = {
     "arc2face_basic": Note("One photo of a person -> 4 new photos of that person (the paper's setting).",
@@ -327,6 +344,11 @@ NOTES = {
     "arc2face_lcm": Note("LCM speed mode: 4 images in 3 steps with SD1.5's LCM-LoRA, as in the official demo.",
                          "Keep ModelSamplingDiscrete = lcm, sampler lcm, scheduler simple, CFG 1.0 (these match "
                          "diffusers' LCMScheduler exactly); steps 2-4."),
+    "arc2face_identity_check": Note("4 images of one person scored by the paper's identity check (ArcFace cosine of "
+                                    "each output to the photo's embedding); only those above the threshold are saved, "
+                                    "the report lists every score.",
+                                    "threshold 0.4 (the paper keeps different synthetic people below 0.3); images without a "
+                                    "face score -1."),
     "arc2face_pose_photo_flame": Note("Identity from one photo, head pose from a reference photo the way the reference "
                                       "made its hints: SMIRK reads FLAME parameters, FLAME renders the whole head's "
                                       "normals -> 4 images.",

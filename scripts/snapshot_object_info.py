@@ -25,7 +25,9 @@ STOCK_NODES = ("LoadImage", "ImageBatch", "VAELoader", "VAEDecode", "SaveImage",
                "EmptyLatentImage",
                # LCM and two-people workflows (issue 13)
                "LoraLoaderModelOnly", "ModelSamplingDiscrete", "SolidMask", "MaskComposite", "ConditioningSetMask",
-               "ConditioningCombine")
+               "ConditioningCombine",
+               # the identity-check workflow (issue 12)
+               "PreviewAny")
 
 
 def _from_new_server(base: Path) -> dict:

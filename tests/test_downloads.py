@@ -179,11 +179,10 @@ def test_the_download_tool_fills_a_comfyui_models_folder(tmp_path, hosts, source
 
 
 def test_without_download_a_missing_default_vae_asks_for_vae(tmp_path):
-    from arc2face_core.headless.cli import build_parser
+    from arc2face_core.headless.cli import parse_args
     from arc2face_core.headless.downloads import prepare_run
 
-    args = build_parser().parse_args(["--random-identities", "1", "--out", str(tmp_path / "o"),
-                                      "--models", str(tmp_path / "models")])
+    args = parse_args(["--random-identities", "1", "--out", str(tmp_path / "o"), "--models", str(tmp_path / "models")])
     with pytest.raises(WeightsNotFoundError, match=r"No VAE: --vae was not given and the default .*models/vae/"
                                                    r"sd15_vae\.safetensors does not exist\. Pass --vae"):
         prepare_run(args)

@@ -57,6 +57,13 @@ CONTRACT = {
                                          ("channel_order", "COMBO")],
                                         [("params", "ARC2FACE_FACE_PARAMS"), ("expression", "ARC2FACE_EXPRESSION"),
                                          ("aligned", "IMAGE"), ("crops", "IMAGE")]),
+    "Arc2FaceIdentitySimilarity": ("Identity Similarity",
+                                   [("arcface", "ARCFACE"), ("images", "IMAGE"), ("embeds", "ARCFACE_EMBEDS"),
+                                    ("images_per_id", "INT")],
+                                   [("scores", "FLOAT"), ("report", "STRING")]),
+    "Arc2FaceFilterByIdentity": ("Filter by Identity", [("images", "IMAGE"), ("scores", "FLOAT"),
+                                                        ("threshold", "FLOAT")],
+                                 [("images", "IMAGE")]),
 }
 DEFAULTS = {
     ("Arc2FaceArcFaceLoader", "det_size"): 640, ("Arc2FaceArcFaceLoader", "provider"): "auto",
@@ -67,6 +74,7 @@ DEFAULTS = {
     ("Arc2FacePoseControlNet", "strength"): 1.0, ("Arc2FacePoseControlNet", "start_percent"): 0.0,
     ("Arc2FacePoseControlNet", "end_percent"): 1.0, ("Arc2FaceExpressionAdapter", "weight"): 1.0,
     ("Arc2FaceExpressionAdapter", "start_percent"): 0.0, ("Arc2FaceExpressionAdapter", "end_percent"): 1.0,
+    ("Arc2FaceIdentitySimilarity", "images_per_id"): 1,
 }
 COMBO_START = {  # the options a combo must begin with, in this order
     ("Arc2FaceArcFaceLoader", "provider"): ["auto", "CPU", "CUDA"],
@@ -131,7 +139,9 @@ def test_every_input_has_a_tooltip_and_every_node_a_description():
             continue
         assert len(info["description"]) > 40, node_id
         assert len(info["output_tooltips"]) == len(info["output"]), node_id
-        for section in info["input"].values():
+        for section_name, section in info["input"].items():
+            if section_name == "hidden":   # filled by ComfyUI (the prompt...), never shown: no tooltip to give
+                continue
             for name, spec in section.items():
                 assert spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
 
@@ -152,14 +162,14 @@ def test_classes_equal_the_snapshot(pack):
     for node_id, cls in pack.NODE_CLASS_MAPPINGS.items():
         try:
             info = _class_info(cls)
-        except ModuleNotFoundError as err:   # the sampler lists ComfyUI's own samplers
-            assert err.name.startswith("comfy"), err
+        except ModuleNotFoundError as err:   # the sampler lists ComfyUI's samplers, Load Embeddings its folders
+            assert err.name.startswith("comfy") or err.name == "folder_paths", err
             continue
         snap = SNAPSHOT[node_id]
         for key, value in info.items():
             assert snap[key] == value, f"{node_id}.{key} differs from tests/data/object_info.json"
         checked.append(node_id)
-    assert len(checked) >= len(pack.NODE_CLASS_MAPPINGS) - 1
+    assert len(checked) >= len(pack.NODE_CLASS_MAPPINGS) - 2
 
 
 def test_importing_the_nodes_loads_no_heavy_engine_module(pack):
@@ -174,3 +184,13 @@ def test_importing_the_nodes_loads_no_heavy_engine_module(pack):
 
     out = subprocess.run([sys.executable, "-c", code, str(REPO)], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_identity_check_gives_and_takes_whole_lists(pack):
+    """Identity Similarity's scores are a list output (one FLOAT per image); Filter by Identity takes its inputs as
+    whole lists, so it runs once per batch, and its scores input is a socket, not a widget."""
+    similarity = pack.NODE_CLASS_MAPPINGS["Arc2FaceIdentitySimilarity"]
+    flt = pack.NODE_CLASS_MAPPINGS["Arc2FaceFilterByIdentity"]
+    assert similarity.OUTPUT_IS_LIST == (True, False) and getattr(flt, "INPUT_IS_LIST", False) is True
+    assert SNAPSHOT["Arc2FaceFilterByIdentity"]["input"]["required"]["scores"][1]["forceInput"] is True
+    assert SNAPSHOT["Arc2FaceFilterByIdentity"]["input"]["required"]["threshold"][1]["min"] == -1.0

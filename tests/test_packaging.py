@@ -39,3 +39,11 @@ def test_the_licence_file_is_what_pyproject_points_at():
     assert meta["project"]["license"] == {"file": "LICENSE"}
     text = (REPO / "LICENSE").read_text()
     assert text.startswith("MIT License") and "Permission is hereby granted, free of charge" in text
+def test_ray_is_an_optional_extra():
+    """Datasets on Ray: an extra for the command line (and in the test environment), never a node-pack requirement."""
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())
+    extras = {r.name.lower() for r in map(Requirement, meta["project"]["optional-dependencies"]["ray"])}
+    assert extras == {"ray"}
+    assert "ray" not in {Requirement(d).name.lower() for d in meta["project"]["dependencies"]}
+    assert "ray" not in {r.name.lower() for r in requirement_lines(REPO / "requirements.txt")}
+    assert "ray" in {r.name.lower() for r in requirement_lines(REPO / "requirements-dev.txt")}

@@ -18,7 +18,7 @@ from builders.ui_workflows import FILE_COMBOS, check_ui_workflow, layout_problem
 
 REPO = Path(__file__).resolve().parents[1]
 SNAPSHOT = json.loads((REPO / "tests" / "data" / "object_info.json").read_text())
-REQUIRED = {"arc2face_basic", "arc2face_average", "arc2face_blend", "arc2face_ksampler"}
+REQUIRED = {"arc2face_basic", "arc2face_average", "arc2face_blend", "arc2face_ksampler", "arc2face_identity_check"}
 
 
 def load(name: str) -> dict:
@@ -74,6 +74,17 @@ def test_what_each_workflow_does():
     links = {(l[1], l[3], l[4]) for l in ksampler["links"]}
     encoder = by_type(ksampler, "Arc2FaceEncoder")[0]["id"]
     assert (encoder, ks["id"], 1) in links and (encoder, ks["id"], 2) in links  # positive and negative
+
+    check = load("arc2face_identity_check")
+    similarity, flt = by_type(check, "Arc2FaceIdentitySimilarity")[0], by_type(check, "Arc2FaceFilterByIdentity")[0]
+    assert widget_value(similarity, "images_per_id") == widget_value(by_type(check, "Arc2FaceSampler")[0],
+                                                                     "images_per_id") == 4
+    assert widget_value(flt, "threshold") == 0.4
+    links = {(l[1], l[2], l[3], l[4]) for l in check["links"]}
+    save = by_type(check, "SaveImage")[0]
+    assert (flt["id"], 0, save["id"], 0) in links                        # only the filtered images are saved
+    assert (similarity["id"], 0, flt["id"], 1) in links                  # scores -> filter
+    assert any(src == similarity["id"] and slot == 1 for src, slot, _, _ in links)   # the report is shown
 
     for name in REQUIRED:
         vae = by_type(load(name), "VAELoader")[0]

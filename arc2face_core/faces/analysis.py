@@ -152,6 +152,21 @@ class FaceAnalyzer:
         embeds = _normalise(raw, self.recogniser_path)
         return EmbedResult(embeds=embeds, crops=bgr_uint8_to_image(crops), faces=chosen)
 
+    def embed_where_found(self, images: Any) -> tuple[torch.Tensor, list[bool]]:
+        """The largest face's embedding of every image that has a face: (unit rows [M, 512], found per image).
+
+        Unlike ``embed``, an image without a face is skipped rather than an error: the identity check scores it.
+        """
+        crops, found = [], []
+        for image in _as_bgr_list(images):
+            faces = self.detect_faces(image)
+            found.append(bool(faces))
+            if faces:
+                crops.append(self.align(image, max(faces, key=lambda f: f.area)))
+        if not crops:
+            return torch.empty(0, EMBED_DIM), found
+        return _normalise(self._recognise(crops), self.recogniser_path), found
+
     def choose_face(self, image_bgr: np.ndarray, choice: str | int, index: int, count: int) -> DetectedFace:
         """The chosen face of image ``index`` (of ``count``, for messages), or NoFaceError naming that image."""
         faces = self.detect_faces(image_bgr)

@@ -1,14 +1,20 @@
-"""``python -m arc2face_core``: Arc2Face images without ComfyUI, e.g. synthetic face datasets.
+"""``python -m arc2face_core``: Arc2Face images without ComfyUI, with two subcommands.
 
-Identities come from photos (``--image``, one identity each, or one averaged identity with ``--average``), from
-seeded random unit vectors (``--random-identities N``) or from an ``embeddings.pt`` a previous run saved. The output
-folder gets ``id{i:03d}_{j:02d}.png`` (identity i, image j), ``embeddings.pt`` (the identities used, float32 [N, 512])
-and ``settings.json`` (everything needed to make the same images again). ``--normal-map`` poses the faces with the
-Arc2Face pose ControlNet (one map for all identities, or one per identity).
+``generate`` (also what runs when no subcommand is given, so older command lines keep working): identities from
+photos (``--image``, one identity each, or one averaged identity with ``--average``), from seeded random unit vectors
+(``--random-identities N``) or from a saved identities file (``--embeddings``: ``identities.safetensors`` or an older
+``embeddings.pt``). The output folder gets ``id{i:03d}_{j:02d}.png`` (identity i, image j), ``identities.safetensors``
+(the identities used, ``identity.files``' format), ``embeddings.pt`` (the same as a bare tensor, for older scripts) and
+``settings.json`` (everything needed to make the same images again). ``--normal-map`` poses the faces with the
+Arc2Face pose ControlNet (one map for all identities, or one per identity). The noise of the whole run is one seeded
+draw (see ``arc2face_core.pipeline``) sliced per batch.
 
-The noise of the whole run is one seeded draw (see ``arc2face_core.pipeline``) sliced per batch, so
-``--ids-per-batch`` changes memory use, not the images. Errors the pack raises on purpose print one message and exit
-with code 2.
+``dataset``: a synthetic face dataset for face-recognition training, reproducible, resumable and sharded, with the
+paper's identity check (``arc2face_core.datasets``).
+
+Option groups shared by both subcommands are added by the ``add_..._arguments`` functions in ``build_parser``; a new
+group (e.g. another module's ``add_lora_arguments``) is attached to both in that same loop. Errors the pack raises on
+purpose print one message and exit with code 2.
 """
 
 from __future__ import annotations
@@ -24,10 +30,12 @@ import torch
 
 from .. import __version__
 from ..errors import Arc2FaceError, InvalidInputError, NoFaceError
+from ..faces.providers import PROVIDER_CHOICES
 from ..weights import ModelRoots
+from .devices import DTYPES, resolve_device
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-EMBEDDINGS_FILE, SETTINGS_FILE = "embeddings.pt", "settings.json"
+EMBEDDINGS_FILE, SETTINGS_FILE, IDENTITIES_FILE = "embeddings.pt", "settings.json", "identities.safetensors"
+SUBCOMMANDS = ("generate", "dataset")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -39,33 +47,38 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from ..faces.providers import PROVIDER_CHOICES
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
     from .downloads import add_download_arguments
-    from .lcm import add_lcm_arguments
-    from .pipeline import DEFAULT_GUIDANCE, DEFAULT_SIZE, DEFAULT_STEPS
 
-    p = argparse.ArgumentParser(prog="python -m arc2face_core", formatter_class=_HelpFormatter,
-                                description="Arc2Face images without ComfyUI, e.g. synthetic face datasets.")
     p.add_argument("--models", type=Path, default=Path("models"),
                    help="a ComfyUI-style models folder: arc2face/... and insightface/models/antelopev2/...")
     p.add_argument("--vae", type=Path, default=None,
                    help="SD1.5's VAE: a diffusers vae/ folder or one .safetensors file, diffusers' or the original "
                         "SD layout (default: <models>/vae/sd15_vae.safetensors, where --download puts it)")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--image", action="append", type=Path,
-                        help="a photo of a person (repeatable); 'astronaut' is scikit-image's sample photo")
-    source.add_argument("--random-identities", type=int, metavar="N", help="N seeded random identities")
-    source.add_argument("--embeddings", type=Path, help=f"identities saved by a previous run ({EMBEDDINGS_FILE})")
-    p.add_argument("--average", action="store_true", help="average all --image photos into one identity")
-    p.add_argument("--face", default="largest", help="which face of a photo: largest, or an index left to right")
-    p.add_argument("--identity-seed", type=int, default=None, help="seed of --random-identities (default: --seed)")
+    p.add_argument("--device", default="auto", help="torch device: auto (cuda if available), cpu, cuda, cuda:1...")
+    p.add_argument("--dtype", default="auto", choices=("auto", *DTYPES), help="auto: fp16 on a GPU, else fp32")
+    p.add_argument("--channels-last", action="store_true",
+                   help="NHWC memory layout for the UNet and VAE (often faster on GPUs; same images within rounding)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the UNet (slow first batch, faster after: for big runs)")
+    p.add_argument("--provider", default="auto", choices=PROVIDER_CHOICES, help="ONNX Runtime provider for faces")
+    add_download_arguments(p)
+
+
+def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
+    from .pipeline import DEFAULT_GUIDANCE, DEFAULT_SIZE, DEFAULT_STEPS
+
     p.add_argument("--images-per-id", type=int, default=4, help="images of each identity")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="denoising steps (DPM-Solver++ 2M)")
     p.add_argument("--cfg", type=float, default=DEFAULT_GUIDANCE, help="classifier-free guidance scale")
     p.add_argument("--width", type=int, default=DEFAULT_SIZE, help="image width, a multiple of 8")
     p.add_argument("--height", type=int, default=DEFAULT_SIZE, help="image height, a multiple of 8")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise")
+    p.add_argument("--ids-per-batch", type=int, default=1,
+                   help="identities generated together: one device batch of ids-per-batch x images-per-id images")
+
+
+def add_pose_arguments(p: argparse.ArgumentParser) -> None:
     pose = p.add_argument_group("pose (the Arc2Face pose ControlNet, <models>/arc2face/controlnet/)")
     pose.add_argument("--normal-map", action="append", type=Path, metavar="FILE",
                       help="a face normal map (RGB = n*0.5+0.5 on mid-grey, as EMOCA renders it) posing every image; "
@@ -76,31 +89,60 @@ def build_parser() -> argparse.ArgumentParser:
                       help="fraction of the steps after which the control starts (default: 0.0)")
     pose.add_argument("--control-end", type=float, default=None, metavar="F",
                       help="fraction of the steps after which the control ends (default: 1.0)")
-    p.add_argument("--ids-per-batch", type=int, default=1, help="identities generated together (memory only)")
+
+
+def add_output_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--overwrite", action="store_true", help="replace files of an earlier run in --out")
-    p.add_argument("--device", default="auto", help="torch device: auto (cuda if available), cpu, cuda, cuda:1...")
-    p.add_argument("--dtype", default="auto", choices=("auto", *DTYPES), help="auto: fp16 on a GPU, else fp32")
-    p.add_argument("--provider", default="auto", choices=PROVIDER_CHOICES, help="ONNX Runtime provider for faces")
-    add_download_arguments(p)
-    add_lcm_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    return p
+
+
+def add_generate_arguments(p: argparse.ArgumentParser) -> None:
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--image", action="append", type=Path,
+                        help="a photo of a person (repeatable); 'astronaut' is scikit-image's sample photo")
+    source.add_argument("--random-identities", type=int, metavar="N", help="N seeded random identities")
+    source.add_argument("--embeddings", type=Path,
+                        help=f"identities saved before ({IDENTITIES_FILE}, Save Embeddings, or an {EMBEDDINGS_FILE})")
+    p.add_argument("--average", action="store_true", help="average all --image photos into one identity")
+    p.add_argument("--face", default="largest", help="which face of a photo: largest, or an index left to right")
+    p.add_argument("--identity-seed", type=int, default=None, help="seed of --random-identities (default: --seed)")
+    p.add_argument("--overwrite", action="store_true", help="replace files of an earlier run in --out")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ..datasets.options import add_dataset_arguments
+    from .lcm import add_lcm_arguments
+
+    parser = argparse.ArgumentParser(
+        prog="python -m arc2face_core", description="Arc2Face images without ComfyUI, e.g. synthetic face datasets.",
+        epilog="Without a subcommand, generate runs: python -m arc2face_core --models M --image photo.jpg --out DIR. "
+               "Each subcommand's options: python -m arc2face_core generate --help (or dataset --help).")
+    commands = parser.add_subparsers(dest="command", metavar="{generate,dataset}")
+    generate = commands.add_parser("generate", formatter_class=_HelpFormatter, help="images of given identities "
+                                   "(the default)", description="Images of identities from photos, seeds or a file.")
+    dataset = commands.add_parser("dataset", formatter_class=_HelpFormatter, help="a synthetic face dataset",
+                                  description="A synthetic face dataset: DIR/<identity>/<image>.png, "
+                                              "identities.safetensors and manifest.jsonl (seeds and identity scores); "
+                                              "reproducible, resumable, sharded (--shard, --ray).")
+    for command in (generate, dataset):   # option groups both share; attach new ones here
+        add_model_arguments(command)
+        add_sampling_arguments(command)
+        add_pose_arguments(command)
+        add_output_arguments(command)
+    add_generate_arguments(generate)
+    add_lcm_arguments(generate)   # LCM draws fresh noise every step: not (yet) in the per-image seeds of datasets
+    add_dataset_arguments(dataset)
+    return parser
 
 
 def read_rgb(path: Path) -> np.ndarray:
     """A photo as uint8 RGB, turned upright by its EXIF orientation (as ComfyUI's LoadImage does)."""
-    from PIL import Image, ImageOps
-
+    from ..images import read_rgb_file
     from .samples import sample_photo
 
     if (sample := sample_photo(path)) is not None:
         return sample
-    try:
-        with Image.open(path) as image:
-            return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
-    except OSError as exc:  # missing file, not an image (PIL's UnidentifiedImageError), truncated file
-        raise InvalidInputError(f"Cannot read the image {path}: {exc}") from exc
+    return read_rgb_file(path)
 
 
 def embed_photos(args, roots: ModelRoots) -> tuple[torch.Tensor, dict]:
@@ -122,13 +164,10 @@ def embed_photos(args, roots: ModelRoots) -> tuple[torch.Tensor, dict]:
 
 
 def load_embeddings(path: Path) -> torch.Tensor:
-    from ..checkpoints import read_checkpoint
-    from ..identity.embeddings import validate_embeds
+    """Unit rows [N, 512] from an identities file (or an older embeddings.pt)."""
+    from ..identity.files import load_embeddings as load
 
-    data = read_checkpoint(path)
-    if not isinstance(data, torch.Tensor):
-        raise InvalidInputError(f"{path} holds a {type(data).__name__}, not a tensor of ArcFace embeddings [N, 512]")
-    return validate_embeds(data, str(path))
+    return load(path)[0]
 
 
 def read_normal_map(path: Path) -> torch.Tensor:
@@ -185,17 +224,7 @@ def identities(args, roots: ModelRoots) -> tuple[torch.Tensor, dict]:
 
 
 def device_and_dtype(args) -> tuple[torch.device, torch.dtype]:
-    name = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise InvalidInputError(f"--device {args.device!r} is not a torch device ({exc})") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidInputError("--device cuda was asked for, but this torch install sees no CUDA GPU: use --device "
-                                "cpu")
-    if args.dtype == "auto":
-        return device, torch.float16 if device.type == "cuda" else torch.float32
-    return device, DTYPES[args.dtype]
+    return resolve_device(args.device, args.dtype)
 
 
 def image_names(count: int, per_id: int) -> list[str]:
@@ -205,7 +234,7 @@ def image_names(count: int, per_id: int) -> list[str]:
 def check_out_dir(out: Path, names: list[str], overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise InvalidInputError(f"--out {out} is a file, not a folder")
-    existing = [n for n in names + [EMBEDDINGS_FILE, SETTINGS_FILE] if (out / n).exists()]
+    existing = [n for n in names + [EMBEDDINGS_FILE, SETTINGS_FILE, IDENTITIES_FILE] if (out / n).exists()]
     if existing and not overwrite:
         raise InvalidInputError(f"{out} already holds {existing[:3]} from an earlier run: choose another --out, or "
                                 "pass --overwrite to replace them")
@@ -223,7 +252,8 @@ def settings(args, pipeline, info: dict, names: list[str], pose_info: dict) -> d
                  "row i*k+j = image j of identity i",
         "scheduler": {"DPMSolverMultistepScheduler.from_config": SD15_SCHEDULER_CONFIG}, "pose": pose_info or None,
         "device": str(pipeline.device), "dtype": str(pipeline.dtype).replace("torch.", ""),
-        "files": pipeline.files, "images": names, "embeddings": EMBEDDINGS_FILE,
+        "channels_last": args.channels_last, "compile": args.compile,
+        "files": pipeline.files, "images": names, "identities_file": IDENTITIES_FILE, "embeddings": EMBEDDINGS_FILE,
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "diffusers": diffusers.__version__},
     }
@@ -232,6 +262,7 @@ def settings(args, pipeline, info: dict, names: list[str], pose_info: dict) -> d
 def run(args) -> int:
     from PIL import Image
 
+    from ..identity.files import save_embeddings
     from .downloads import prepare_run
     from .lcm import apply_lcm_arguments
     from .pipeline import Arc2FacePipeline
@@ -252,8 +283,10 @@ def run(args) -> int:
     pipeline = Arc2FacePipeline.load(roots, vae, device=device, dtype=dtype, download=args.download,
                                      controlnet=hint is not None)
     sampling = apply_lcm_arguments(pipeline, args)   # --scheduler, --lora
+    pipeline.optimize(channels_last=args.channels_last, compile=args.compile)
     noise = pipeline.noise(count * k, args.width, args.height, args.seed, args.steps)
     args.out.mkdir(parents=True, exist_ok=True)
+    save_embeddings(args.out / IDENTITIES_FILE, embeds, info)
     torch.save(embeds.cpu().contiguous(), args.out / EMBEDDINGS_FILE)
     (args.out / SETTINGS_FILE).write_text(json.dumps(settings(args, pipeline, info, names, pose_info) | sampling,
                                                      indent=2))
@@ -277,11 +310,28 @@ def _progress(label: str):
     return report
 
 
+def run_dataset(args) -> int:
+    from ..datasets.command import make_dataset
+    from ..datasets.options import dataset_config, run_options
+    from .downloads import prepare_run
+
+    args.vae = prepare_run(args)   # --download: fetch what is missing first; the VAE path (never guessed)
+    hint, pose_info = pose(args, len(args.normal_map or ()) or 1)   # one map, or one per identity (checked later)
+    return make_dataset(dataset_config(args, hint, pose_info), run_options(args))
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The command line's options; without a subcommand, ``generate`` (so older command lines keep working)."""
+    argv = list(argv)
+    if not argv or argv[0] not in (*SUBCOMMANDS, "-h", "--help"):
+        argv = ["generate", *argv]
+    return build_parser().parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        return run(args)
+        return run_dataset(args) if args.command == "dataset" else run(args)
     except Arc2FaceError as exc:   # a user error the pack explains: the message, no traceback
         print(f"arc2face: error: {exc}", file=sys.stderr)
         return 2
-

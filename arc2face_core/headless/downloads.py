@@ -210,9 +210,11 @@ def add_download_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def files_for_run(args: argparse.Namespace) -> tuple:
-    """The downloadable files a ``generate`` run needs: the default VAE only when --vae is not given."""
+    """The downloadable files a ``generate`` or ``dataset`` run needs: the default VAE only when --vae is not
+    given."""
     files = UNET_FILES + ENCODER_FILES
-    if getattr(args, "image", None):
+    checks_identity = getattr(args, "command", None) == "dataset" and not getattr(args, "no_similarity", False)
+    if getattr(args, "image", None) or checks_identity:   # faces to embed, or the dataset's identity check
         files += FACE_FILES
     if getattr(args, "normal_map", None):
         files += POSE_FILES[:2]

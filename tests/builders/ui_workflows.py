@@ -287,7 +287,7 @@ def check_ui_workflow(workflow: dict, object_info: dict, file_combos: dict[str, 
         inp = nodes[dst]["inputs"][dst_slot]
         if link_id not in (out.get("links") or []) or inp.get("link") != link_id:
             problems.append(f"link {link_id}: not recorded on both endpoints")
-        if not (out["type"] == inp["type"] == link_type):
+        if not (out["type"] == link_type and inp["type"] in (link_type, "*")):   # "*": an input taking any type
             problems.append(f"link {link_id}: {out['type']} → {inp['type']} ({link_type})")
     return problems
 
@@ -316,7 +316,7 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
 
 # Combos listing files of one machine (ComfyUI fills them from the input / model folders).
 FILE_COMBOS = {"LoadImage": {"image"}, "VAELoader": {"vae_name"}, "LoraLoaderModelOnly": {"lora_name"},
-               "LoraLoader": {"lora_name"}}
+               "LoraLoader": {"lora_name"}, "Arc2FaceLoadEmbeddings": {"embeddings"}}
 _KEPT_KEYS = ("input", "input_order", "output", "output_name", "name", "display_name", "category", "description",
               "output_node", "output_tooltips")
 

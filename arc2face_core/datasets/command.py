@@ -1,0 +1,212 @@
+"""``python -m arc2face_core dataset``: prepare a dataset folder, make this run's batches (here, or on Ray), finish.
+
+1. The settings are published in ``dataset.json`` or, when it exists, compared with it: a run with other settings
+   is refused with the list of differences, before anything heavy loads.
+2. The identities are published in ``identities.safetensors`` or read from it (``identities``).
+3. The batches of this run (all, or one ``--shard``) that have no record yet are made (``generation``), on this
+   machine or as Ray tasks (``ray_runner``).
+4. When every batch of the dataset is done (by this run or others), ``manifest.jsonl`` is written; a summary ends
+   the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .. import __version__
+from ..errors import InvalidInputError
+from ..headless.devices import dtype_name, resolve_device
+from ..weights import ModelRoots
+from .config import DatasetConfig, differences
+from .generation import load_face_analyzer, load_maker
+from .identities import prepare_identities
+from .plan import Batch, make_batches, shard_batches
+from .progress import ProgressBar, RunStats, format_summary
+from .seeds import __doc__ as SEEDS_DOC
+from .store import IDENTITIES_FILE, SETTINGS_FILE, DatasetStore, publish
+
+DATASET_FORMAT = "arc2face.dataset"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How this run works on the dataset (not part of the dataset's settings)."""
+
+    shard: tuple[int, int] = (0, 1)
+    ray: bool = False
+    ray_address: Optional[str] = None
+    prepare_only: bool = False
+
+
+def model_files(config: DatasetConfig, roots: ModelRoots) -> dict[str, str]:
+    """Every file the dataset's pixels depend on, found (not loaded): a missing one is reported first."""
+    from ..headless.controlnet import find_controlnet
+    from ..headless.model_files import find_unet
+    from ..identity.encoder import find_id_encoder
+    from ..weights import DETECTOR, find_arcface_recogniser, find_weight
+
+    files = {"unet": str(find_unet(roots.arc2face, download=config.download)[0]),
+             "encoder": str(find_id_encoder(roots.arc2face, download=config.download)[0]), "vae": str(config.vae)}
+    if not config.vae.exists():
+        from ..headless.model_files import load_vae
+
+        load_vae(config.vae)   # raises the VAE's own "not found" message
+    if config.hint is not None:
+        files["controlnet"] = str(find_controlnet(roots.arc2face, download=config.download)[0])
+    if config.score:
+        files["detector"] = str(find_weight(DETECTOR, roots.insightface))
+        files["arcface"] = str(find_arcface_recogniser(roots.arc2face, roots.insightface, download=config.download))
+    return files
+
+
+def identity_count(config: DatasetConfig) -> int:
+    if config.identities is not None:
+        return config.identities
+    from ..identity.files import load_embeddings
+
+    return load_embeddings(config.embeddings)[0].shape[0]
+
+
+def stored_settings(out: Path) -> dict:
+    """The settings dataset.json holds ({} before the first run)."""
+    path = out / SETTINGS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        settings = json.loads(path.read_text())["settings"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InvalidInputError(f"{path} is not a dataset record ({exc}): choose another --out") from exc
+    if not isinstance(settings, dict):
+        raise InvalidInputError(f"{path} is not a dataset record: choose another --out")
+    return settings
+
+
+def check_settings(out: Path, settings: dict) -> bool:
+    """Publish the dataset's settings, or refuse a run whose settings differ from the published ones; True when
+    this call published them."""
+    wanted = json.loads(json.dumps(settings))
+    import diffusers
+
+    record = {"format": DATASET_FORMAT, "version": 1, "settings": wanted, "seeds": SEEDS_DOC.strip(),
+              "made_with": {"arc2face_core": __version__, "python": platform.python_version(),
+                            "torch": torch.__version__, "diffusers": diffusers.__version__},
+              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    path = out / SETTINGS_FILE
+    published = publish(path, json.dumps(record, indent=2).encode())
+    changed = differences(stored_settings(out), wanted)
+    if changed:
+        raise InvalidInputError(f"{out} holds a dataset made with other settings ({path}); this run would mix two "
+                                "recipes. Use the same options to continue it, or another --out. Differences "
+                                "(stored -> asked):\n  " + "\n  ".join(changed))
+    return published
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """A dataset folder ready for its batches."""
+
+    config: DatasetConfig          # with the device, dtype and thread count resolved
+    identities: torch.Tensor
+    batches: list[Batch]
+    store: DatasetStore
+
+
+def prepare(config: DatasetConfig, session=None) -> Prepared:
+    """Steps 1 and 2 of the module docstring: nothing heavy is loaded before the settings are known to agree."""
+    out = config.out
+    device, dtype = _device_and_dtype(config, session)
+    threads = None
+    if device.type == "cpu":   # the dataset's thread count (see config), else this machine's (or Ray node's)
+        default = session.node_cpus if session is not None else torch.get_num_threads()
+        threads = config.cpu_threads or stored_settings(out).get("cpu_threads") or default
+    config = dataclasses.replace(config, device=str(device) if session is None else device.type, dtype=dtype,
+                                 cpu_threads=threads)
+    files = model_files(config, ModelRoots.under(config.models))
+    count = identity_count(config)
+    if config.hint is not None and config.hint.shape[0] not in (1, count):
+        from ..pose.hint import check_hint_batch
+
+        check_hint_batch(config.hint.shape[0], count)
+    out.mkdir(parents=True, exist_ok=True)
+    published = check_settings(out, config.settings(count, device, dtype, files))
+    try:
+        identities, _ = prepare_identities(config, out, lambda: load_face_analyzer(config))
+    except Exception:
+        if published and not (out / IDENTITIES_FILE).exists():   # nothing made yet: let a corrected run start over
+            (out / SETTINGS_FILE).unlink(missing_ok=True)
+        raise
+    batches = make_batches(count, config.ids_per_batch)
+    return Prepared(config, identities, batches, DatasetStore(out, count, config.images_per_id, len(batches)))
+
+
+def make_dataset(config: DatasetConfig, options: RunOptions = RunOptions()) -> int:
+    config.check()
+    DatasetStore.check_root(config.out)
+    if options.ray and options.shard != (0, 1):
+        raise InvalidInputError("--ray splits the dataset over its workers itself; --shard is for separate jobs")
+    session = None
+    if options.ray:
+        from .ray_runner import RaySession
+
+        session = RaySession.start(options.ray_address)
+    try:
+        ready = prepare(config, session)
+        config, store = ready.config, ready.store
+        if options.prepare_only:
+            _say(config, f"prepared {config.out}: {len(ready.identities)} identities in {len(ready.batches)} batches "
+                         f"({SETTINGS_FILE}, identities.safetensors); start the shards now")
+            return 0
+        mine = ready.batches if session else shard_batches(ready.batches, *options.shard)
+        todo = [b for b in mine if not store.batch_done(b.index)]
+        images = sum(len(b.identities) for b in todo) * config.images_per_id
+        label = "dataset" if options.shard == (0, 1) else f"shard {options.shard[0]}/{options.shard[1]}"
+        _say(config, f"{config.out}: {len(mine) - len(todo)} of {len(mine)} batches already done; making {images} "
+                     "images")
+        progress = ProgressBar(images, label, config.quiet)
+        if not todo:
+            stats = RunStats()
+        elif session is not None:
+            stats = session.run(config, ready.identities, store, todo, progress)
+        else:
+            if config.cpu_threads:
+                torch.set_num_threads(config.cpu_threads)
+            stats = load_maker(config, ready.identities, store).run(todo, progress.advance)
+    finally:
+        if session is not None:
+            session.close()
+    complete = store.assemble_manifest()
+    if not complete:
+        _say(config, f"{store.done_batches()} of {store.batches} batches of the dataset are done; manifest.jsonl is "
+                     "written when the last one is")
+    _say(config, format_summary(stats, store.read_rows() if complete else None))
+    return 0
+
+
+def _device_and_dtype(config: DatasetConfig, session) -> tuple[torch.device, str]:
+    """This machine's device, or on Ray the workers' kind (a GPU each where the cluster has GPUs); dtype by name."""
+    if session is None:
+        device, dtype = resolve_device(config.device, config.dtype)
+        return device, dtype_name(dtype)
+    if config.device not in ("auto", "cuda", "cpu"):
+        raise InvalidInputError(f"with --ray, --device is auto, cuda or cpu (each worker gets its own GPU), got "
+                                f"{config.device!r}")
+    if config.device == "cuda" and not session.gpus:
+        raise InvalidInputError("--device cuda was asked for, but the Ray cluster has no GPUs")
+    device = torch.device("cuda" if session.gpus and config.device != "cpu" else "cpu")
+    if config.dtype == "auto":
+        return device, "fp16" if device.type == "cuda" else "fp32"
+    resolve_device("cpu", config.dtype)   # checks the name
+    return device, config.dtype
+
+
+def _say(config: DatasetConfig, text: str) -> None:
+    if not config.quiet:
+        print(text, file=sys.stderr, flush=True)
