@@ -42,6 +42,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def build_parser() -> argparse.ArgumentParser:
     from ..faces.providers import PROVIDER_CHOICES
     from .pipeline import DEFAULT_GUIDANCE, DEFAULT_SIZE, DEFAULT_STEPS
+    from .reference_options import add_reference_arguments
 
     p = argparse.ArgumentParser(prog="python -m arc2face_core", formatter_class=_HelpFormatter,
                                 description="Arc2Face images without ComfyUI, e.g. synthetic face datasets.")
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="fraction of the steps after which the control starts (default: 0.0)")
     pose.add_argument("--control-end", type=float, default=None, metavar="F",
                       help="fraction of the steps after which the control ends (default: 1.0)")
+    add_reference_arguments(p)
     p.add_argument("--ids-per-batch", type=int, default=1, help="identities generated together (memory only)")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace files of an earlier run in --out")
@@ -203,7 +205,7 @@ def check_out_dir(out: Path, names: list[str], overwrite: bool) -> None:
                                 "pass --overwrite to replace them")
 
 
-def settings(args, pipeline, info: dict, names: list[str], pose_info: dict) -> dict:
+def settings(args, pipeline, info: dict, names: list[str], pose_info: dict, reference_info: dict | None = None) -> dict:
     import diffusers
 
     from .pipeline import SD15_SCHEDULER_CONFIG
@@ -214,6 +216,7 @@ def settings(args, pipeline, info: dict, names: list[str], pose_info: dict) -> d
         "noise": "torch.randn((N*k, C, H/f, W/f), generator=torch.Generator('cpu').manual_seed(seed)); "
                  "row i*k+j = image j of identity i",
         "scheduler": {"DPMSolverMultistepScheduler.from_config": SD15_SCHEDULER_CONFIG}, "pose": pose_info or None,
+        "reference": reference_info or None,
         "device": str(pipeline.device), "dtype": str(pipeline.dtype).replace("torch.", ""),
         "files": pipeline.files, "images": names, "embeddings": EMBEDDINGS_FILE,
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
@@ -225,6 +228,7 @@ def run(args) -> int:
     from PIL import Image
 
     from .pipeline import Arc2FacePipeline
+    from .reference_options import reference_from_args
 
     if args.ids_per_batch < 1 or args.images_per_id < 1:
         raise InvalidInputError("--ids-per-batch and --images-per-id must be at least 1")
@@ -238,20 +242,23 @@ def run(args) -> int:
     check_out_dir(args.out, names, args.overwrite)
     hint, pose_info = pose(args, count)
     control = {name: value for name, value in pose_info.items() if name.startswith("control_")}
+    reference, reference_info = reference_from_args(args, roots, count, read_rgb)
     vae = args.vae if args.vae is not None else args.models / "vae" / "sd15_vae.safetensors"
     pipeline = Arc2FacePipeline.load(roots, vae, device=device, dtype=dtype, download=args.download,
                                      controlnet=hint is not None)
     noise = pipeline.noise(count * k, args.width, args.height, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     torch.save(embeds.cpu().contiguous(), args.out / EMBEDDINGS_FILE)
-    (args.out / SETTINGS_FILE).write_text(json.dumps(settings(args, pipeline, info, names, pose_info), indent=2))
+    (args.out / SETTINGS_FILE).write_text(json.dumps(settings(args, pipeline, info, names, pose_info, reference_info),
+                                                      indent=2))
     for start in range(0, count, args.ids_per_batch):
         stop = min(start + args.ids_per_batch, count)
         which = f"identity {stop}" if stop - start == 1 else f"identities {start + 1}-{stop}"
         progress = None if args.quiet else _progress(f"{which} of {count}")
         hints = hint if hint is None or hint.shape[0] == 1 else hint[start:stop]   # one per identity: its slice
         images = pipeline.generate(embeds[start:stop], k, args.steps, args.cfg, args.width, args.height,
-                                   noise=noise[start * k:stop * k], progress=progress, hint=hints, **control)
+                                   noise=noise[start * k:stop * k], progress=progress, hint=hints, **control,
+                                   reference=reference and reference.for_identities(start, stop))
         for name, image in zip(names[start * k:stop * k], images):
             Image.fromarray(image).save(args.out / name)
     if not args.quiet:
