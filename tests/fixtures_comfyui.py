@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from builders import clip_encoder, exp_adapter, onnx_faces, onnx_landmarks, sd15_random, smirk
+from builders import clip_encoder, exp_adapter, onnx_faces, onnx_landmarks, ref_lora, sd15_random, smirk
 from comfyui_client import Comfy
 
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
@@ -44,7 +44,7 @@ def comfyui_dir() -> Path:
 
 def _builders_stamp() -> str:
     digest = hashlib.sha256()
-    for module in (clip_encoder, exp_adapter, onnx_faces, onnx_landmarks, sd15_random, smirk):
+    for module in (clip_encoder, exp_adapter, onnx_faces, onnx_landmarks, ref_lora, sd15_random, smirk):
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()[:16]
 
@@ -66,6 +66,7 @@ def write_models(models: Path) -> None:
                                           onnx_landmarks.posed_mean_shape(rotation_from_angles(*REFERENCE_POSE)))
     exp_adapter.write_exp_adapter(models / "arc2face" / "exp_adapter" / "exp_adapter.bin")
     smirk.write_smirk_checkpoint(models / "arc2face" / "smirk" / "SMIRK_em1.pt")
+    ref_lora.write_lora(models / "arc2face" / "ref_adapter" / "pytorch_lora_weights.safetensors")
     controlnet = sd15_random.write_controlnet(models / "arc2face" / "controlnet")
     stock = models / "controlnet" / STOCK_CONTROLNET
     stock.parent.mkdir(parents=True, exist_ok=True)
