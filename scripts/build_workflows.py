@@ -32,6 +32,10 @@ FILES_NOTE = ("Arc2Face needs (see the pack's README):\n"
               "photo)\n"
               "Expression workflows also: models/arc2face/exp_adapter/exp_adapter.bin (Arc2Face), and for an "
               "expression from a photo models/arc2face/smirk/SMIRK_em1.pt (SMIRK) and antelopev2's 1k3d68.onnx")
+REFERENCE_NOTE = ("The Reference Adapter also needs models/arc2face/ref_adapter/pytorch_lora_weights.safetensors "
+                  "(Arc2Face) and antelopev2's 1k3d68.onnx (Face Align).\n"
+                  "Keep Face Align's size equal to the sampler's width and height. Lower the strength (e.g. 0.6) when "
+                  "the photo is copied too closely (pose, expression).")
 SAMPLER = {"seed": 42, "seed#control": "randomize", "steps": 25, "cfg": 3.0, "sampler_name": "dpmpp_2m",
            "scheduler": "normal", "width": 512, "height": 512}
 
@@ -162,9 +166,50 @@ def expression_manual():
                                  size=(300, 200))], [], 24)
 
 
+def _reference(extra_nodes: list[NodeSpec], extra_links: list[tuple], model_source: tuple) -> tuple[list, list]:
+    """photo → Face Align → ArcFace Embed (identity) and VAE Encode (reference) → Reference Adapter → Sampler."""
+    nodes = common_head("arc2face_face.png") + extra_nodes + [
+        NodeSpec(30, "Arc2FaceAlignFace", (380, 700), {"face": "largest", "size": 512}, size=(280, 110)),
+        NodeSpec(31, "PreviewImage", (720, 680), title="Aligned photo (reference)", size=(240, 260)),
+        NodeSpec(32, "VAEEncode", (720, 560), size=(200, 50)),
+        NodeSpec(33, "Arc2FaceReferenceAdapterLoader", (720, 140), size=(280, 60)),
+        NodeSpec(34, "Arc2FaceReferenceAdapter", (1020, 380), {"strength": 0.8}, size=(300, 120)),
+        NodeSpec(35, "Note", (0, 1230), {"text": REFERENCE_NOTE}, size=(660, 90)),
+        NodeSpec(7, "Arc2FaceSampler", (1020, 0), dict(SAMPLER, images_per_id=4), size=(320, 330))]
+    links = [link for link in COMMON_LINKS if link != (3, "IMAGE", 4, "image")] + extra_links + [
+        (2, "arcface", 30, "arcface"), (3, "IMAGE", 30, "image"), (30, "aligned", 4, "image"),
+        (30, "aligned", 31, "images"), (30, "aligned", 32, "pixels"), (8, "VAE", 32, "vae"),
+        (4, "embeds", 6, "embeds"), (model_source[0], model_source[1], 34, "model"),
+        (33, "ref_adapter", 34, "ref_adapter"), (32, "LATENT", 34, "reference"), (6, "positive", 34, "positive"),
+        (34, "model", 7, "model"), (6, "positive", 7, "positive"), (6, "negative", 7, "negative"),
+        (7, "latent", 9, "samples")]
+    return nodes, links
+
+
+def reference():
+    return _reference([], [], (1, "model"))
+
+
+def reference_expression():
+    """The official demo's reference-guided mode: the Expression Adapter and the Reference Adapter on one UNet."""
+    return _reference(
+        [NodeSpec(20, "LoadImage", (-380, 320), {"image": "arc2face_expression_reference.png"},
+                  title="Expression reference", size=(320, 330)),
+         NodeSpec(24, "Arc2FaceExpressionFromImage", (380, 860),
+                  {"face": "largest", "channel_order": "bgr (Arc2Face demo)"}, size=(300, 130)),
+         NodeSpec(21, "PreviewImage", (380, 1020), title="SMIRK crop", size=(240, 260)),
+         NodeSpec(22, "Arc2FaceExpressionAdapterLoader", (720, 240), size=(280, 60)),
+         NodeSpec(23, "Arc2FaceExpressionAdapter", (1020, 560),
+                  {"weight": 1.0, "start_percent": 0.0, "end_percent": 1.0}, size=(300, 170))],
+        [(2, "arcface", 24, "arcface"), (20, "IMAGE", 24, "image"), (24, "crops", 21, "images"),
+         (1, "model", 23, "model"), (22, "adapter", 23, "adapter"), (24, "expression", 23, "expression")],
+        (23, "model"))
+
+
 WORKFLOWS = {"arc2face_basic": basic, "arc2face_average": average, "arc2face_blend": blend,
              "arc2face_ksampler": ksampler, "arc2face_pose": pose, "arc2face_pose_angles": pose_angles,
-             "arc2face_expression": expression, "arc2face_expression_manual": expression_manual}
+             "arc2face_expression": expression, "arc2face_expression_manual": expression_manual,
+             "arc2face_reference": reference, "arc2face_reference_expression": reference_expression}
 
 
 def main() -> None:

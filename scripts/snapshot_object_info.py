@@ -22,7 +22,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from builders.ui_workflows import normalise_node_info  # noqa: E402
 
 STOCK_NODES = ("LoadImage", "ImageBatch", "VAELoader", "VAEDecode", "SaveImage", "PreviewImage", "KSampler",
-               "EmptyLatentImage")
+               "EmptyLatentImage", "VAEEncode")
 
 
 def _from_new_server(base: Path) -> dict:
