@@ -108,6 +108,11 @@ EXPRESSION_ADAPTER = WeightSpec(
     ("exp_adapter/exp_adapter.bin",),
     hf_filename="exp_adapter/exp_adapter.bin",
 )
+REFERENCE_ADAPTER = WeightSpec(
+    "Arc2Face Reference Adapter (LoRA)",
+    ("ref_adapter/pytorch_lora_weights.safetensors",),
+    hf_filename="ref_adapter/pytorch_lora_weights.safetensors",
+)
 
 
 def safe_join(root: str | os.PathLike, relative: str | os.PathLike) -> Path:

@@ -1,9 +1,21 @@
 """Thin ComfyUI node classes, one module per theme; each node is its sockets, widgets, tooltips and one core call."""
 
-from . import embedding_files, embeddings, expression, face_parameters, faces, identity, pose, sampling, similarity
+from . import (
+    embedding_files,
+    embeddings,
+    expression,
+    face_parameters,
+    faces,
+    identity,
+    pose,
+    reference,
+    sampling,
+    similarity,
+)
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}
-for _module in (faces, identity, sampling, embeddings, pose, expression, face_parameters, similarity, embedding_files):
+for _module in (faces, identity, sampling, embeddings, pose, expression, face_parameters, reference, similarity,
+                embedding_files):
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)

@@ -78,5 +78,46 @@ class Arc2FaceArcFaceEmbed:
         return (result.embeds, result.crops)
 
 
-NODE_CLASS_MAPPINGS = {"Arc2FaceArcFaceLoader": Arc2FaceArcFaceLoader, "Arc2FaceArcFaceEmbed": Arc2FaceArcFaceEmbed}
-NODE_DISPLAY_NAME_MAPPINGS = {"Arc2FaceArcFaceLoader": "Arc2Face ArcFace Loader", "Arc2FaceArcFaceEmbed": "ArcFace Embed"}
+class Arc2FaceAlignFace:
+    DESCRIPTION = ("FFHQ alignment of a photo's face, as Arc2Face's expression demo prepares its input: 68 landmarks "
+                   "(antelopev2's 1k3d68.onnx, loaded on first use from models/insightface/models/antelopev2/) and "
+                   "NVlabs' image_align to a square (the reference uses FAN's landmarks, the same 68 iBUG points). "
+                   "Feed the result to ArcFace Embed and, through VAE Encode, to Arc2Face Reference Adapter.")
+    CATEGORY = CATEGORY
+    FUNCTION = "align"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("aligned",)
+    OUTPUT_TOOLTIPS = ("One aligned square per photo (512x512 by default).",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "arcface": ("ARCFACE", {"tooltip": "From Arc2Face ArcFace Loader (its face detector is used)."}),
+                "image": ("IMAGE", {"tooltip": "Photo(s) to align; one aligned face per photo."}),
+                "face": (FACE_CHOICES, {"default": "largest", "tooltip": (
+                    "Which face when a photo shows several: the largest (as the reference), or an index from the "
+                    "left (0 = leftmost).")}),
+                "size": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 8, "tooltip": (
+                    "Side of the aligned square in pixels. The reference uses 512; for the Reference Adapter use "
+                    "the size you generate.")}),
+            }
+        }
+
+    def align(self, arcface, image, face: str, size: int = 512):
+        import torch
+
+        from ..arc2face_core.faces.align import align_faces
+        from ..arc2face_core.faces.landmarks import landmark_model_for
+        from ..arc2face_core.images import to_bgr_uint8_batch
+        from .comfy_paths import model_roots
+
+        aligned = align_faces(to_bgr_uint8_batch(image), arcface, landmark_model_for(arcface, model_roots()), face,
+                              size)
+        return (torch.from_numpy(aligned).float() / 255.0,)
+
+
+NODE_CLASS_MAPPINGS = {"Arc2FaceArcFaceLoader": Arc2FaceArcFaceLoader, "Arc2FaceArcFaceEmbed": Arc2FaceArcFaceEmbed,
+                       "Arc2FaceAlignFace": Arc2FaceAlignFace}
+NODE_DISPLAY_NAME_MAPPINGS = {"Arc2FaceArcFaceLoader": "Arc2Face ArcFace Loader", "Arc2FaceArcFaceEmbed": "ArcFace Embed",
+                              "Arc2FaceAlignFace": "Face Align (FFHQ)"}

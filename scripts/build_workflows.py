@@ -54,6 +54,9 @@ FILES_BY_NODE = {
         "mediapipe package"],
     "Arc2FaceFLAMELoader": lambda v: ["models/arc2face/flame/generic_model.pkl: FLAME 2020 (registration at "
                                       "flame.is.tue.mpg.de; licence-gated, never downloaded)"],
+    "Arc2FaceReferenceAdapterLoader": lambda v: [
+        f"models/arc2face/ref_adapter/pytorch_lora_weights.safetensors: {ARC2FACE_HUB}"],
+    "Arc2FaceAlignFace": lambda v: [f"models/insightface/models/antelopev2/1k3d68.onnx: {ANTELOPEV2}"],
     "LoraLoaderModelOnly": lambda v: [f"models/loras/{v['lora_name']}: SD1.5's LCM-LoRA "
                                       "(huggingface.co/latent-consistency/lcm-lora-sdv1-5, pytorch_lora_weights"
                                       ".safetensors, renamed)" if "lcm" in v["lora_name"] else
@@ -269,6 +272,45 @@ def identity_check():
 
 
 
+def _reference(extra_nodes: list[NodeSpec], extra_links: list[tuple], model_source: tuple) -> tuple[list, list]:
+    """photo → Face Align → ArcFace Embed (identity) and VAE Encode (reference) → Reference Adapter → Sampler."""
+    nodes = common_head("arc2face_face.png") + extra_nodes + [
+        NodeSpec(30, "Arc2FaceAlignFace", (380, 700), {"face": "largest", "size": 512}, size=(280, 110)),
+        NodeSpec(31, "PreviewImage", (720, 680), title="Aligned photo (reference)", size=(240, 260)),
+        NodeSpec(32, "VAEEncode", (720, 560), size=(200, 50)),
+        NodeSpec(33, "Arc2FaceReferenceAdapterLoader", (720, 140), size=(280, 60)),
+        NodeSpec(34, "Arc2FaceReferenceAdapter", (1020, 380), {"strength": 0.8}, size=(300, 120)),
+        NodeSpec(7, "Arc2FaceSampler", (1020, 0), dict(SAMPLER, images_per_id=4), size=(320, 330))]
+    links = [link for link in COMMON_LINKS if link != (3, "IMAGE", 4, "image")] + extra_links + [
+        (2, "arcface", 30, "arcface"), (3, "IMAGE", 30, "image"), (30, "aligned", 4, "image"),
+        (30, "aligned", 31, "images"), (30, "aligned", 32, "pixels"), (8, "VAE", 32, "vae"),
+        (4, "embeds", 6, "embeds"), (model_source[0], model_source[1], 34, "model"),
+        (33, "ref_adapter", 34, "ref_adapter"), (32, "LATENT", 34, "reference"), (6, "positive", 34, "positive"),
+        (34, "model", 7, "model"), (6, "positive", 7, "positive"), (6, "negative", 7, "negative"),
+        (7, "latent", 9, "samples")]
+    return nodes, links
+
+
+def reference():
+    return _reference([], [], (1, "model"))
+
+
+def reference_expression():
+    """The official demo's reference-guided mode: the Expression Adapter and the Reference Adapter on one UNet."""
+    return _reference(
+        [NodeSpec(20, "LoadImage", (-380, 320), {"image": "arc2face_expression_reference.png"},
+                  title="Expression reference", size=(320, 330)),
+         NodeSpec(24, "Arc2FaceExpressionFromImage", (380, 860),
+                  {"face": "largest", "channel_order": "bgr (Arc2Face demo)"}, size=(300, 130)),
+         NodeSpec(21, "PreviewImage", (380, 1020), title="SMIRK crop", size=(240, 260)),
+         NodeSpec(22, "Arc2FaceExpressionAdapterLoader", (720, 240), size=(280, 60)),
+         NodeSpec(23, "Arc2FaceExpressionAdapter", (1020, 560),
+                  {"weight": 1.0, "start_percent": 0.0, "end_percent": 1.0}, size=(300, 170))],
+        [(2, "arcface", 24, "arcface"), (20, "IMAGE", 24, "image"), (24, "crops", 21, "images"),
+         (1, "model", 23, "model"), (22, "adapter", 23, "adapter"), (24, "expression", 23, "expression")],
+        (23, "model"))
+
+
 # Pose from a photo with SMIRK + FLAME, as the reference made its hints. They need the FLAME nodes (FLAME loader,
 # Normal Map from FLAME) of the FLAME half of the pose work: once those nodes are in the snapshot, move them into
 # WORKFLOWS so the tests check them too.
@@ -317,7 +359,8 @@ FLAME_WORKFLOWS = {"arc2face_pose_photo_flame": pose_photo_flame,
 WORKFLOWS = {"arc2face_basic": basic, "arc2face_average": average, "arc2face_blend": blend,
              "arc2face_ksampler": ksampler, "arc2face_pose": pose, "arc2face_pose_angles": pose_angles,
              "arc2face_expression": expression, "arc2face_expression_manual": expression_manual,
-             "arc2face_lcm": lcm, "arc2face_two_people": two_people, "arc2face_identity_check": identity_check}
+             "arc2face_lcm": lcm, "arc2face_two_people": two_people, "arc2face_identity_check": identity_check,
+             "arc2face_reference": reference, "arc2face_reference_expression": reference_expression}
 
 NOTES = {
     "arc2face_basic": Note("One photo of a person -> 4 new photos of that person (the paper's setting).",
@@ -349,6 +392,15 @@ NOTES = {
                                     "the report lists every score.",
                                     "threshold 0.4 (the paper keeps different synthetic people below 0.3); images without a "
                                     "face score -1."),
+    "arc2face_reference": Note("New photos that keep the input photo's look (hair, skin, light, background): the photo "
+                               "is FFHQ-aligned, gives the identity (ArcFace) and, through VAE Encode, the reference "
+                               "of the Reference Adapter -> 4 images.",
+                               "strength 0.8 (the official default); lower it (e.g. 0.6) when the photo is copied too "
+                               "closely. Keep Face Align's size equal to the sampler's width and height."),
+    "arc2face_reference_expression": Note("The official demo's reference-guided mode: the Reference Adapter keeps the "
+                                          "photo's look while the Expression Adapter sets another photo's "
+                                          "expression -> 4 images.",
+                                          "strength 0.8, weight 1.0; Face Align's size = the sampler's size."),
     "arc2face_pose_photo_flame": Note("Identity from one photo, head pose from a reference photo the way the reference "
                                       "made its hints: SMIRK reads FLAME parameters, FLAME renders the whole head's "
                                       "normals -> 4 images.",

@@ -27,7 +27,9 @@ STOCK_NODES = ("LoadImage", "ImageBatch", "VAELoader", "VAEDecode", "SaveImage",
                "LoraLoaderModelOnly", "ModelSamplingDiscrete", "SolidMask", "MaskComposite", "ConditioningSetMask",
                "ConditioningCombine",
                # the identity-check workflow (issue 12)
-               "PreviewAny")
+               "PreviewAny",
+               # the Reference Adapter workflows (issue 11)
+               "VAEEncode")
 
 
 def _from_new_server(base: Path) -> dict:

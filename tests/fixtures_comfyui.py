@@ -23,7 +23,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from builders import clip_encoder, exp_adapter, lora, onnx_faces, onnx_landmarks, sd15_random, smirk, smirk_parts
+from builders import (
+    clip_encoder,
+    exp_adapter,
+    lora,
+    onnx_faces,
+    onnx_landmarks,
+    ref_lora,
+    sd15_random,
+    smirk,
+    smirk_parts,
+)
 from comfyui_client import Comfy
 
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
@@ -45,7 +55,8 @@ def comfyui_dir() -> Path:
 
 def _builders_stamp() -> str:
     digest = hashlib.sha256()
-    for module in (clip_encoder, exp_adapter, lora, onnx_faces, onnx_landmarks, sd15_random, smirk, smirk_parts):
+    for module in (clip_encoder, exp_adapter, lora, onnx_faces, onnx_landmarks, ref_lora, sd15_random, smirk,
+                   smirk_parts):
         digest.update(Path(module.__file__).read_bytes())
     digest.update(smirk_parts.LAYOUT_FILE.read_bytes())
     return digest.hexdigest()[:16]
@@ -70,6 +81,7 @@ def write_models(models: Path) -> None:
     smirk.write_smirk_checkpoint(models / "arc2face" / "smirk" / "SMIRK_em1.pt")
     smirk_parts.add_smirk_parts(models / "arc2face" / "smirk" / "SMIRK_em1.pt", ("pose", "shape"))   # whole encoder
     lora.write_sd15_lcm_lora(models / "loras" / LCM_LORA)   # low-rank random, kohya layout, every LCM target layer
+    ref_lora.write_lora(models / "arc2face" / "ref_adapter" / "pytorch_lora_weights.safetensors")
     controlnet = sd15_random.write_controlnet(models / "arc2face" / "controlnet")
     stock = models / "controlnet" / STOCK_CONTROLNET
     stock.parent.mkdir(parents=True, exist_ok=True)

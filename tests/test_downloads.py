@@ -51,7 +51,8 @@ def sources(tmp_path_factory, encoder_root) -> dict:
                 "encoder/pytorch_model.bin": read(encoder_root / "encoder/pytorch_model.bin"),
                 "arcface.onnx": read(work / "arcface.onnx"),
                 "controlnet/config.json": b"{}", "controlnet/diffusion_pytorch_model.safetensors": os.urandom(2048),
-                "exp_adapter/exp_adapter.bin": os.urandom(1024)}
+                "exp_adapter/exp_adapter.bin": os.urandom(1024),
+                "ref_adapter/pytorch_lora_weights.safetensors": os.urandom(1024)}
     members = {"scrfd_10g_bnkps.onnx": read(work / "scrfd_10g_bnkps.onnx"), "1k3d68.onnx": os.urandom(3000),
                **{name: os.urandom(500) for name in NOT_USED}}
     archive = io.BytesIO()
@@ -167,6 +168,7 @@ def test_the_download_tool_fills_a_comfyui_models_folder(tmp_path, hosts, source
     assert (models / "loras/lcm-lora-sdv1-5.safetensors").read_bytes() == \
         sources["hub"]["latent-consistency/lcm-lora-sdv1-5"]["pytorch_lora_weights.safetensors"]
     assert (models / "arc2face/exp_adapter/exp_adapter.bin").is_file()
+    assert (models / "arc2face/ref_adapter/pytorch_lora_weights.safetensors").is_file()
     assert (models / "arc2face/controlnet/diffusion_pytorch_model.safetensors").is_file()
     antelope = sorted(p.name for p in (models / "insightface/models/antelopev2").iterdir())
     assert antelope == ["1k3d68.onnx", "scrfd_10g_bnkps.onnx"] and not set(NOT_USED) & set(antelope)

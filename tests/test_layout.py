@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 CORE = Path(__file__).resolve().parents[1] / "arc2face_core"
-DOMAINS = {"faces", "identity", "pose", "expression", "headless", "datasets"}
+DOMAINS = {"faces", "identity", "pose", "expression", "reference", "headless", "datasets"}
 
 
 def _module_name(path: Path) -> str:

@@ -64,6 +64,14 @@ CONTRACT = {
     "Arc2FaceFilterByIdentity": ("Filter by Identity", [("images", "IMAGE"), ("scores", "FLOAT"),
                                                         ("threshold", "FLOAT")],
                                  [("images", "IMAGE")]),
+    "Arc2FaceAlignFace": ("Face Align (FFHQ)", [("arcface", "ARCFACE"), ("image", "IMAGE"), ("face", "COMBO"),
+                                                ("size", "INT")], [("aligned", "IMAGE")]),
+    "Arc2FaceReferenceAdapterLoader": ("Arc2Face Reference Adapter Loader", [],
+                                       [("ref_adapter", "ARC2FACE_REF_ADAPTER")]),
+    "Arc2FaceReferenceAdapter": ("Arc2Face Reference Adapter",
+                                 [("model", "MODEL"), ("ref_adapter", "ARC2FACE_REF_ADAPTER"), ("reference", "LATENT"),
+                                  ("positive", "CONDITIONING"), ("strength", "FLOAT")],
+                                 [("model", "MODEL")]),
 }
 DEFAULTS = {
     ("Arc2FaceArcFaceLoader", "det_size"): 640, ("Arc2FaceArcFaceLoader", "provider"): "auto",
@@ -75,6 +83,8 @@ DEFAULTS = {
     ("Arc2FacePoseControlNet", "end_percent"): 1.0, ("Arc2FaceExpressionAdapter", "weight"): 1.0,
     ("Arc2FaceExpressionAdapter", "start_percent"): 0.0, ("Arc2FaceExpressionAdapter", "end_percent"): 1.0,
     ("Arc2FaceIdentitySimilarity", "images_per_id"): 1,
+    ("Arc2FaceAlignFace", "face"): "largest", ("Arc2FaceAlignFace", "size"): 512,
+    ("Arc2FaceReferenceAdapter", "strength"): 0.8,
 }
 COMBO_START = {  # the options a combo must begin with, in this order
     ("Arc2FaceArcFaceLoader", "provider"): ["auto", "CPU", "CUDA"],

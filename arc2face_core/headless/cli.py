@@ -112,6 +112,7 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from ..datasets.options import add_dataset_arguments
     from .lcm import add_lcm_arguments
+    from .reference_options import add_reference_arguments
 
     parser = argparse.ArgumentParser(
         prog="python -m arc2face_core", description="Arc2Face images without ComfyUI, e.g. synthetic face datasets.",
@@ -131,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_output_arguments(command)
     add_generate_arguments(generate)
     add_lcm_arguments(generate)   # LCM draws fresh noise every step: not (yet) in the per-image seeds of datasets
+    add_reference_arguments(generate)   # a reference photo keeps one photo's look: for given identities, not datasets
     add_dataset_arguments(dataset)
     return parser
 
@@ -240,7 +242,7 @@ def check_out_dir(out: Path, names: list[str], overwrite: bool) -> None:
                                 "pass --overwrite to replace them")
 
 
-def settings(args, pipeline, info: dict, names: list[str], pose_info: dict) -> dict:
+def settings(args, pipeline, info: dict, names: list[str], pose_info: dict, reference_info: dict | None = None) -> dict:
     import diffusers
 
     from .pipeline import SD15_SCHEDULER_CONFIG
@@ -251,6 +253,7 @@ def settings(args, pipeline, info: dict, names: list[str], pose_info: dict) -> d
         "noise": "torch.randn((N*k, C, H/f, W/f), generator=torch.Generator('cpu').manual_seed(seed)); "
                  "row i*k+j = image j of identity i",
         "scheduler": {"DPMSolverMultistepScheduler.from_config": SD15_SCHEDULER_CONFIG}, "pose": pose_info or None,
+        "reference": reference_info or None,
         "device": str(pipeline.device), "dtype": str(pipeline.dtype).replace("torch.", ""),
         "channels_last": args.channels_last, "compile": args.compile,
         "files": pipeline.files, "images": names, "identities_file": IDENTITIES_FILE, "embeddings": EMBEDDINGS_FILE,
@@ -266,6 +269,7 @@ def run(args) -> int:
     from .downloads import prepare_run
     from .lcm import apply_lcm_arguments
     from .pipeline import Arc2FacePipeline
+    from .reference_options import reference_from_args
 
     if args.ids_per_batch < 1 or args.images_per_id < 1:
         raise InvalidInputError("--ids-per-batch and --images-per-id must be at least 1")
@@ -280,6 +284,7 @@ def run(args) -> int:
     check_out_dir(args.out, names, args.overwrite)
     hint, pose_info = pose(args, count)
     control = {name: value for name, value in pose_info.items() if name.startswith("control_")}
+    reference, reference_info = reference_from_args(args, roots, count, read_rgb)
     pipeline = Arc2FacePipeline.load(roots, vae, device=device, dtype=dtype, download=args.download,
                                      controlnet=hint is not None)
     sampling = apply_lcm_arguments(pipeline, args)   # --scheduler, --lora
@@ -288,15 +293,16 @@ def run(args) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     save_embeddings(args.out / IDENTITIES_FILE, embeds, info)
     torch.save(embeds.cpu().contiguous(), args.out / EMBEDDINGS_FILE)
-    (args.out / SETTINGS_FILE).write_text(json.dumps(settings(args, pipeline, info, names, pose_info) | sampling,
-                                                     indent=2))
+    (args.out / SETTINGS_FILE).write_text(json.dumps(settings(args, pipeline, info, names, pose_info, reference_info)
+                                                     | sampling, indent=2))
     for start in range(0, count, args.ids_per_batch):
         stop = min(start + args.ids_per_batch, count)
         which = f"identity {stop}" if stop - start == 1 else f"identities {start + 1}-{stop}"
         progress = None if args.quiet else _progress(f"{which} of {count}")
         hints = hint if hint is None or hint.shape[0] == 1 else hint[start:stop]   # one per identity: its slice
         images = pipeline.generate(embeds[start:stop], k, args.steps, args.cfg, args.width, args.height,
-                                   noise=noise[start * k:stop * k], progress=progress, hint=hints, **control)
+                                   noise=noise[start * k:stop * k], progress=progress, hint=hints, **control,
+                                   reference=reference and reference.for_identities(start, stop))
         for name, image in zip(names[start * k:stop * k], images):
             Image.fromarray(image).save(args.out / name)
     if not args.quiet:

@@ -85,6 +85,8 @@ POSE_FILES = (_arc2face("Arc2Face pose ControlNet config", "controlnet/config.js
               _arc2face("Arc2Face pose ControlNet (1.45 GB)", "controlnet/diffusion_pytorch_model.safetensors"),
               _antelopev2("insightface 3D landmarks (from antelopev2.zip)", "1k3d68.onnx"))
 EXPRESSION_FILES = (_arc2face("Arc2Face Expression Adapter (78 MB)", "exp_adapter/exp_adapter.bin"),)
+REFERENCE_FILES = (_arc2face("Arc2Face Reference Adapter (51 MB)", "ref_adapter/pytorch_lora_weights.safetensors"),
+                   _antelopev2("insightface 3D landmarks (from antelopev2.zip)", "1k3d68.onnx"))
 # Where the SMIRK crop looks for it (weights.FACE_LANDMARKER): an arc2face folder, beside SMIRK's checkpoint or not.
 MEDIAPIPE_FILES = (ModelFile("MediaPipe face landmarker (3.6 MB)", "arc2face/mediapipe/face_landmarker.task",
                              "Apache-2.0", url=f"{MEDIAPIPE_MODELS}/face_landmarker/face_landmarker/float16/1/"
@@ -93,7 +95,8 @@ MEDIAPIPE_FILES = (ModelFile("MediaPipe face landmarker (3.6 MB)", "arc2face/med
 LCM_FILES = (ModelFile("SD1.5's LCM-LoRA (135 MB)", "loras/lcm-lora-sdv1-5.safetensors", "OpenRAIL++",
                        repo="latent-consistency/lcm-lora-sdv1-5", filename="pytorch_lora_weights.safetensors"),)
 GROUPS = {"core": UNET_FILES + ENCODER_FILES + FACE_FILES + (SD15_VAE,), "pose": POSE_FILES,
-          "expression": EXPRESSION_FILES, "mediapipe": MEDIAPIPE_FILES, "lcm": LCM_FILES}
+          "expression": EXPRESSION_FILES, "reference": REFERENCE_FILES, "mediapipe": MEDIAPIPE_FILES,
+          "lcm": LCM_FILES}
 # No stable public URL: a user fetches these by hand.
 MANUAL = (
     ("SMIRK expression encoder", "arc2face/smirk/SMIRK_em1.pt",
@@ -218,9 +221,11 @@ def files_for_run(args: argparse.Namespace) -> tuple:
         files += FACE_FILES
     if getattr(args, "normal_map", None):
         files += POSE_FILES[:2]
+    if getattr(args, "reference", None):   # the reference photo is aligned from 1k3d68's landmarks
+        files += FACE_FILES + REFERENCE_FILES
     if getattr(args, "vae", None) is None:
         files += (SD15_VAE,)
-    return files
+    return tuple(dict.fromkeys(files))   # each file once, in order
 
 
 def prepare_run(args: argparse.Namespace) -> Path:
@@ -250,13 +255,13 @@ def main(argv: list[str] | None = None) -> int:
                                                  "models folder (what is already there is kept).")
     parser.add_argument("--models", type=Path, default=Path("models"), help="the models folder (ComfyUI/models)")
     parser.add_argument("--with", dest="extras", action="append", default=[], choices=sorted(set(GROUPS) - {"core"}),
-                        help="also these files (repeatable): pose, expression, mediapipe, lcm")
+                        help="also these files (repeatable): pose, expression, reference, mediapipe, lcm")
     parser.add_argument("--all", action="store_true", help="every group")
     parser.add_argument("--list", action="store_true", help="only list the files, where each goes and its licence")
     parser.add_argument("-q", "--quiet", action="store_true")
     args = parser.parse_args(argv)
     groups = list(GROUPS) if args.all else ["core", *args.extras]
-    files = tuple(f for group in groups for f in GROUPS[group])
+    files = tuple(dict.fromkeys(f for group in groups for f in GROUPS[group]))   # 1k3d68 is in two groups
     manual = "\n".join(f"  - {title}: {where}  <-  {link}" for title, where, link in MANUAL)
     if args.list:
         print(f"{describe(args.models, files)}\nBy hand (no stable public URL):\n{manual}\nNote: {NON_COMMERCIAL}")

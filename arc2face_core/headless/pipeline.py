@@ -13,8 +13,9 @@ come from the VAE's config. It is the tensor ComfyUI's KSampler draws for a late
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 import torch
@@ -33,6 +34,9 @@ from .controlnet import (
 )
 from .lcm import adds_noise, check_lcm_steps, draw_step_noise, lcm_step, make_lcm_scheduler
 from .model_files import VAE_SCALING_FACTOR, find_unet, load_unet, load_vae
+
+if TYPE_CHECKING:
+    from ..reference.diffusers_unet import ReferencePhotos
 
 # stable-diffusion-v1-5/scheduler/scheduler_config.json (written for PNDM). DPMSolverMultistepScheduler.from_config
 # takes the beta schedule and steps_offset from it and its own defaults for the rest (DPM-Solver++ order 2, epsilon,
@@ -217,6 +221,35 @@ class Arc2FacePipeline:
         return latents
 
     @torch.no_grad()
+    def encode_images(self, images: np.ndarray) -> torch.Tensor:
+        """uint8 RGB [B, H, W, 3] → scaled latents, the VAE posterior's mean × 0.18215 (what ComfyUI's VAE Encode
+        gives; the reference samples the posterior, whose spread is tiny)."""
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).to(self.device, self.dtype)
+        return self.vae.encode(x / 127.5 - 1.0).latent_dist.mean * VAE_SCALING_FACTOR
+
+    def reference_attention(self, reference: Optional["ReferencePhotos"], identity: torch.Tensor, images_per_id: int,
+                            guidance_scale: float, latent_size: tuple[int, int]):
+        """A context in which the UNet samples with the Reference Adapter (nothing without a reference): the write
+        pass on the clean UNet with the identity conditioning [N, 77, 768] now, the LoRA and reference attention
+        inside, all undone on exit."""
+        from ..batching import IdentityLayout
+        from ..reference.banks import bank_sources, check_reference_latent
+        from ..reference.diffusers_unet import reference_adapter, write_pass
+
+        if reference is None:
+            return contextlib.nullcontext()
+        count = identity.shape[0]
+        if reference.images.shape[0] not in (1, count):
+            raise InvalidInputError(f"{reference.images.shape[0]} reference photos for {count} identities: give 1 "
+                                    f"(for every identity) or {count} (one per identity)")
+        latents = check_reference_latent(self.encode_images(reference.images))
+        sources = bank_sources(latents.shape[0], count)
+        banks = write_pass(self.unet, latents[[r for r, _ in sources]], identity[[c for _, c in sources]])
+        cond_or_uncond = [1, 0] if guidance_scale > 1.0 else [0]   # denoise's batch: cat([negative, positive])
+        return reference_adapter(self.unet, reference.lora, reference.strength, banks, cond_or_uncond,
+                                 IdentityLayout(count, images_per_id), generated_size=latent_size)
+
+    @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents → VAE images [B, 3, H, W] in about -1..1 (not clamped)."""
         return self.vae.decode(self._layout(latents / VAE_SCALING_FACTOR), return_dict=False)[0]
@@ -225,14 +258,15 @@ class Arc2FacePipeline:
                  guidance_scale: float = DEFAULT_GUIDANCE, width: int = DEFAULT_SIZE, height: int = DEFAULT_SIZE,
                  seed: int = 0, noise: Optional[torch.Tensor] = None, progress: Optional[Progress] = None,
                  hint: Optional[torch.Tensor] = None, control_scale: float = 1.0, control_start: float = 0.0,
-                 control_end: float = 1.0) -> np.ndarray:
+                 control_end: float = 1.0, reference: Optional["ReferencePhotos"] = None) -> np.ndarray:
         """ArcFace embeddings [N, 512] → uint8 images [N*k, H, W, 3] RGB, image j of identity i at row i*k + j.
 
         ``noise`` replaces the seeded draw (a float tensor of the shape ``self.noise`` returns), e.g. a slice of a
         bigger draw so a dataset made in several batches equals one made in one.
         ``hint`` (``pose.hint.prepare_normal_map``'s [1 or N, 512, 512, 3]) poses the faces with the ControlNet:
         one hint for every image or one per identity; ``control_*`` as diffusers' controlnet_conditioning_scale and
-        control_guidance_start/end.
+        control_guidance_start/end. ``reference`` (aligned photos, one for all or one per identity) keeps their look
+        with the Reference Adapter.
         """
         embeds = validate_embeds(embeds, "embeds")
         _check_count("images_per_id", images_per_id)
@@ -258,8 +292,10 @@ class Arc2FacePipeline:
             check_control_range(control_scale, control_start, control_end)
             control = control_image(hint, embeds.shape[0], images_per_id, height, width)
         positive, negative = self.conditioning(embeds, images_per_id)
-        latents = self.denoise(positive, negative, noise, steps, guidance_scale, progress, control, control_scale,
-                               control_start, control_end)
+        with self.reference_attention(reference, positive[::images_per_id], images_per_id, guidance_scale,
+                                      expected[2:]):
+            latents = self.denoise(positive, negative, noise, steps, guidance_scale, progress, control,
+                                   control_scale, control_start, control_end)
         return to_uint8(self.decode(latents))
 
 
