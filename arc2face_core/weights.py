@@ -94,6 +94,13 @@ SMIRK = WeightSpec(
     manual_source="https://github.com/georgeretsi/smirk (MIT; SMIRK_em1.pt is linked from its README); put it at "
     "models/arc2face/smirk/SMIRK_em1.pt",
 )
+FLAME = WeightSpec(
+    "FLAME 2020 head model (generic_model.pkl)",
+    ("flame/generic_model.pkl",),
+    manual_source="https://flame.is.tue.mpg.de: register, accept the FLAME licence (non-commercial research), download "
+    "FLAME 2020 and put generic_model.pkl at models/arc2face/flame/generic_model.pkl (the pack never downloads it); "
+    "optionally add SMIRK's assets/l_eyelid.npy and r_eyelid.npy beside it",
+)
 EXPRESSION_ADAPTER = WeightSpec(
     "Arc2Face Expression Adapter",
     ("exp_adapter/exp_adapter.bin",),
