@@ -31,7 +31,9 @@ FILES_NOTE = ("Arc2Face needs (see the pack's README):\n"
               "Pose workflows also: models/arc2face/controlnet/ (Arc2Face) and antelopev2's 1k3d68.onnx (pose from a "
               "photo)\n"
               "Expression workflows also: models/arc2face/exp_adapter/exp_adapter.bin (Arc2Face), and for an "
-              "expression from a photo models/arc2face/smirk/SMIRK_em1.pt (SMIRK) and antelopev2's 1k3d68.onnx")
+              "expression from a photo models/arc2face/smirk/SMIRK_em1.pt (SMIRK) and antelopev2's 1k3d68.onnx\n"
+              "FLAME workflows also: models/arc2face/flame/generic_model.pkl (FLAME 2020, flame.is.tue.mpg.de, "
+              "registration; never downloaded by the pack)")
 SAMPLER = {"seed": 42, "seed#control": "randomize", "steps": 25, "cfg": 3.0, "sampler_name": "dpmpp_2m",
            "scheduler": "normal", "width": 512, "height": 512}
 
@@ -48,7 +50,7 @@ def common_head(image_file: str) -> list[NodeSpec]:
                  size=(300, 60)),
         NodeSpec(9, "VAEDecode", (1400, 0), size=(200, 50)),
         NodeSpec(10, "SaveImage", (1640, 0), {"filename_prefix": "arc2face"}, size=(400, 420)),
-        NodeSpec(11, "Note", (0, 1060), {"text": FILES_NOTE}, size=(660, 150)),
+        NodeSpec(11, "Note", (0, 1060), {"text": FILES_NOTE}, size=(660, 180)),
     ]
 
 
@@ -133,6 +135,24 @@ def pose_angles():
                            size=(300, 110))], [], 24)
 
 
+def pose_angles_flame():
+    """One hand-made expression drives both the FLAME hint (open mouth in the head's normals) and the adapter."""
+    nodes, links = _pose([
+        NodeSpec(25, "Arc2FaceFLAMELoader", (-380, 700), size=(300, 60)),
+        NodeSpec(26, "Arc2FaceExpression", (-380, 800),
+                 {"jaw_open": 0.3, "eyelid_left": 0.0, "eyelid_right": 0.0, "coefficients": ""}, size=(300, 200)),
+        NodeSpec(24, "Arc2FaceNormalMapFromAngles", (380, 700), {"yaw": 30.0, "pitch": 0.0, "roll": 0.0},
+                 size=(300, 150)),
+        NodeSpec(27, "Arc2FaceExpressionAdapterLoader", (720, 240), size=(280, 60)),
+        NodeSpec(28, "Arc2FaceExpressionAdapter", (720, 800),
+                 {"weight": 1.0, "start_percent": 0.0, "end_percent": 1.0}, size=(300, 170))],
+        [(25, "flame", 24, "flame"), (26, "expression", 24, "expression"), (27, "adapter", 28, "adapter"),
+         (26, "expression", 28, "expression")], 24)
+    links = [link for link in links if link != (1, "model", 7, "model")] + [(1, "model", 28, "model"),
+                                                                           (28, "model", 7, "model")]
+    return nodes, links
+
+
 def _expression(source_nodes: list[NodeSpec], source_links: list[tuple], source: int) -> tuple[list, list]:
     nodes = common_head("arc2face_face.png") + source_nodes + [
         NodeSpec(22, "Arc2FaceExpressionAdapterLoader", (720, 140), size=(280, 60)),
@@ -164,7 +184,8 @@ def expression_manual():
 
 WORKFLOWS = {"arc2face_basic": basic, "arc2face_average": average, "arc2face_blend": blend,
              "arc2face_ksampler": ksampler, "arc2face_pose": pose, "arc2face_pose_angles": pose_angles,
-             "arc2face_expression": expression, "arc2face_expression_manual": expression_manual}
+             "arc2face_pose_angles_flame": pose_angles_flame, "arc2face_expression": expression,
+             "arc2face_expression_manual": expression_manual}
 
 
 def main() -> None:

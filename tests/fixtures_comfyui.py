@@ -5,8 +5,8 @@ Runs only when ``COMFYUI_DIR`` points at an install made by ``shared/tools/comfy
 install and sets ``ARC2FACE_NO_SKIP``, which turns any skip into a failure). The fixture links this checkout into
 ``DIR/ComfyUI/custom_nodes/arc2face``, writes random-weight models into ``DIR/ComfyUI/models`` (a full-size SD1.5 UNet,
 ControlNet and VAE, since ComfyUI detects models by their shapes; tiny encoder, detector, recogniser, landmarks,
-adapter and SMIRK), rebuilt only when the builders change, and test photos into ``DIR/ComfyUI/input``; then starts
-``main.py --cpu`` on a free port and stops it when the session ends. Use a dedicated install.
+adapter, SMIRK and FLAME), rebuilt only when the builders change, and test photos into ``DIR/ComfyUI/input``; then
+starts ``main.py --cpu`` on a free port and stops it when the session ends. Use a dedicated install.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from builders import clip_encoder, exp_adapter, onnx_faces, onnx_landmarks, sd15_random, smirk
+from builders import clip_encoder, exp_adapter, flame, onnx_faces, onnx_landmarks, sd15_random, smirk
 from comfyui_client import Comfy
 
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 PACK_LINK_NAME = "arc2face"
 REFERENCE_POSE = (10.0, -25.0, 5.0)   # pitch, yaw, roll the rigged 1k3d68 model reports for the astronaut
 STOCK_CONTROLNET = "arc2face_pose_controlnet.safetensors"   # the random ControlNet, also for the stock loader
+FLAME_SEED = 21                       # the random FLAME model in models/arc2face/flame/
 
 
 def comfyui_dir() -> Path:
@@ -44,7 +45,7 @@ def comfyui_dir() -> Path:
 
 def _builders_stamp() -> str:
     digest = hashlib.sha256()
-    for module in (clip_encoder, exp_adapter, onnx_faces, onnx_landmarks, sd15_random, smirk):
+    for module in (clip_encoder, exp_adapter, flame, onnx_faces, onnx_landmarks, sd15_random, smirk):
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()[:16]
 
@@ -66,6 +67,7 @@ def write_models(models: Path) -> None:
                                           onnx_landmarks.posed_mean_shape(rotation_from_angles(*REFERENCE_POSE)))
     exp_adapter.write_exp_adapter(models / "arc2face" / "exp_adapter" / "exp_adapter.bin")
     smirk.write_smirk_checkpoint(models / "arc2face" / "smirk" / "SMIRK_em1.pt")
+    flame.write_flame_folder(models / "arc2face" / "flame", seed=FLAME_SEED)   # small, in FLAME 2020's pickle layout
     controlnet = sd15_random.write_controlnet(models / "arc2face" / "controlnet")
     stock = models / "controlnet" / STOCK_CONTROLNET
     stock.parent.mkdir(parents=True, exist_ok=True)

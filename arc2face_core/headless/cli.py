@@ -4,7 +4,8 @@ Identities come from photos (``--image``, one identity each, or one averaged ide
 seeded random unit vectors (``--random-identities N``) or from an ``embeddings.pt`` a previous run saved. The output
 folder gets ``id{i:03d}_{j:02d}.png`` (identity i, image j), ``embeddings.pt`` (the identities used, float32 [N, 512])
 and ``settings.json`` (everything needed to make the same images again). ``--normal-map`` poses the faces with the
-Arc2Face pose ControlNet (one map for all identities, or one per identity).
+Arc2Face pose ControlNet (one map for all identities, or one per identity); ``--pose-angles`` renders such a map
+from a typed head pose (``pose_angles``).
 
 The noise of the whole run is one seeded draw (see ``arc2face_core.pipeline``) sliced per batch, so
 ``--ids-per-batch`` changes memory use, not the images. Errors the pack raises on purpose print one message and exit
@@ -42,6 +43,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def build_parser() -> argparse.ArgumentParser:
     from ..faces.providers import PROVIDER_CHOICES
     from .pipeline import DEFAULT_GUIDANCE, DEFAULT_SIZE, DEFAULT_STEPS
+    from .pose_angles import add_pose_arguments
 
     p = argparse.ArgumentParser(prog="python -m arc2face_core", formatter_class=_HelpFormatter,
                                 description="Arc2Face images without ComfyUI, e.g. synthetic face datasets.")
@@ -73,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="fraction of the steps after which the control starts (default: 0.0)")
     pose.add_argument("--control-end", type=float, default=None, metavar="F",
                       help="fraction of the steps after which the control ends (default: 1.0)")
+    add_pose_arguments(p)
     p.add_argument("--ids-per-batch", type=int, default=1, help="identities generated together (memory only)")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace files of an earlier run in --out")
@@ -141,15 +144,21 @@ def pose(args, count: int) -> tuple[torch.Tensor | None, dict]:
     settings.json)."""
     from ..pose.hint import check_hint_batch, prepare_normal_map
     from .controlnet import check_control_range
+    from .pose_angles import angle_hints
 
     control = {"control_scale": 1.0 if args.control_scale is None else args.control_scale,
                "control_start": 0.0 if args.control_start is None else args.control_start,
                "control_end": 1.0 if args.control_end is None else args.control_end}
-    if not args.normal_map:
+    rendered, rendered_info = angle_hints(args)
+    if not args.normal_map and rendered is None:
         given = [name for name in ("control_scale", "control_start", "control_end") if getattr(args, name) is not None]
         if given:
-            raise InvalidInputError(f"--{given[0].replace('_', '-')} needs a pose: pass --normal-map")
+            raise InvalidInputError(f"--{given[0].replace('_', '-')} needs a pose: pass --normal-map or --pose-angles")
         return None, {}
+    if rendered is not None:
+        check_hint_batch(rendered.shape[0], count)
+        check_control_range(control["control_scale"], control["control_start"], control["control_end"])
+        return prepare_normal_map(rendered), dict(control, **rendered_info)
     check_hint_batch(len(args.normal_map), count)
     check_control_range(control["control_scale"], control["control_start"], control["control_end"])
     hints = []
