@@ -172,6 +172,8 @@ def read_pickle(path: str | os.PathLike) -> dict:
 def as_array(value: Any, key: str, path: Path) -> np.ndarray:
     """A value of the dict as a numpy array: arrays as they are, chumpy ``Ch`` by its ``x``, sparse densified."""
     if isinstance(value, np.ndarray):
+        if value.dtype.hasobject:     # a dtype given object fields after construction: not numbers
+            raise CorruptWeightsError(f"The FLAME model {path}: '{key}' holds Python objects, not numbers.")
         return value
     if isinstance(value, StandIn):
         state = getattr(value, "state", None)

@@ -62,7 +62,7 @@ def main() -> None:
     expected = flame_hint.flame_normal_maps(reference, pose.with_shape_of(identity))
     typed = flame_hint.typed_face_parameters(5.0, -20.0, 3.0, torch.zeros(3, 55))
     (angles,) = pose_nodes.Arc2FaceNormalMapFromAngles().render(-20.0, 5.0, 3.0, torch.zeros(3, 55), flame)
-    loaded = [m.model is flame.model for m in mm.current_loaded_models]
+    loaded = [m.model.model is flame.model for m in mm.current_loaded_models]
     errors = {}
     for name, call in (("identity_batch", lambda: nodes.Arc2FaceNormalMapFromFLAME().render(flame, pose, params(3, 4))),
                        ("not_params", lambda: nodes.Arc2FaceNormalMapFromFLAME().render(flame, torch.zeros(1, 55))),
