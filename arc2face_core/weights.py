@@ -103,6 +103,14 @@ FACE_LANDMARKER = WeightSpec(
     "face_landmarker.task (MediaPipe, Apache-2.0; the file SMIRK's quick_install.sh fetches); put it at "
     "models/arc2face/smirk/face_landmarker.task and install the mediapipe package",
 )
+# FLAME 2020, licence-gated: the user registers and downloads it; the pack reads it without chumpy and never fetches it.
+FLAME = WeightSpec(
+    "FLAME 2020 head model (generic_model.pkl)",
+    ("flame/generic_model.pkl",),
+    manual_source="https://flame.is.tue.mpg.de: register, accept the FLAME licence (non-commercial research), download "
+    "FLAME 2020 and put generic_model.pkl at models/arc2face/flame/generic_model.pkl (the pack never downloads it); "
+    "optionally add SMIRK's assets/l_eyelid.npy and r_eyelid.npy beside it",
+)
 EXPRESSION_ADAPTER = WeightSpec(
     "Arc2Face Expression Adapter",
     ("exp_adapter/exp_adapter.bin",),

@@ -6,6 +6,7 @@ from . import (
     expression,
     face_parameters,
     faces,
+    flame,
     identity,
     pose,
     reference,
@@ -15,7 +16,7 @@ from . import (
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}
-for _module in (faces, identity, sampling, embeddings, pose, expression, face_parameters, reference, similarity,
+for _module in (faces, identity, sampling, embeddings, pose, flame, expression, face_parameters, reference, similarity,
                 embedding_files):
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)

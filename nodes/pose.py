@@ -43,8 +43,8 @@ class Arc2FaceControlNetLoader:
 class Arc2FacePoseControlNet:
     DESCRIPTION = ("Applies the pose ControlNet to both halves of classifier-free guidance, as the reference "
                    "pipeline does, on top of ControlNets already on the conditioning. The normal map is prepared as "
-                   "the model was trained: face normals as RGB (n*0.5+0.5) on a mid-grey background (alpha, black or "
-                   "white backgrounds become grey), square (padded with grey), 512 px. One normal map for all "
+                   "the model was trained: head normals as RGB (n*0.5+0.5) on 127 grey (alpha, black or white "
+                   "backgrounds become that grey), square (padded with grey), 512 px. One normal map for all "
                    "identities, or one per identity.")
     CATEGORY = CATEGORY
     FUNCTION = "apply"
@@ -60,8 +60,8 @@ class Arc2FacePoseControlNet:
                 "negative": ("CONDITIONING", {"tooltip": "From Arc2Face Encoder."}),
                 "control_net": ("CONTROL_NET", {"tooltip": "The Arc2Face pose ControlNet."}),
                 "normal_map": ("IMAGE", {"tooltip": (
-                    "Face normals as RGB in the FFHQ-aligned frame: from Normal Map from Angles / from Photo, or an "
-                    "EMOCA render made elsewhere. Batch 1 (all identities) or one per identity.")}),
+                    "Head normals as RGB in the FFHQ-aligned frame: from Normal Map from FLAME / from Angles / from "
+                    "Photo, or an EMOCA render made elsewhere. Batch 1 (all identities) or one per identity.")}),
                 "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01,
                                        "tooltip": "Control scale (the reference uses 1.0; 0 turns it off)."}),
                 "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.001,
@@ -104,21 +104,28 @@ class Arc2FacePoseControlNet:
         return (attach(positive), attach(negative))
 
 
-EMOCA_NOTE = ("Rendered without EMOCA/FLAME from a smooth face surface fitted through insightface's 68-point 3D mean "
-              "face (or the reference's own 68 points): same encoding, background, FFHQ framing and pose as EMOCA's "
-              "renders, but a generic face shape without eyelid, lip or cheekbone detail (see "
-              "docs/pose_without_emoca.md). EMOCA renders made elsewhere can be loaded as plain images instead.")
+GENERIC_NOTE = ("Without FLAME the hint is a generic whole head built in code (cranium, ears and neck joined to a "
+                "smooth face surface through insightface's 68-point 3D mean face, or the reference's own 68 points), "
+                "rendered exactly as EMOCA rendered FLAME (all faces, z-buffer, interpolated world normals on 127 "
+                "grey, FFHQ framing); it differs from FLAME's head in shape only: a generic adult head without "
+                "expression, eyeballs, eyelid or lip detail. EMOCA renders made elsewhere can be loaded as plain "
+                "images instead.")
 
 
 class Arc2FaceNormalMapFromAngles:
-    DESCRIPTION = ("A face-normal hint for the pose ControlNet from a head pose typed in degrees (insightface's "
-                   "convention: yaw > 0 turns the nose to image right, pitch > 0 up, roll > 0 clockwise). "
-                   + EMOCA_NOTE + " Roll tilts the face in the frame; FFHQ-aligned training faces are upright.")
+    DESCRIPTION = ("A whole-head normal-map hint for the pose ControlNet from a head pose typed in degrees "
+                   "(insightface's convention: yaw > 0 turns the nose to image right, pitch > 0 up, roll > 0 "
+                   "clockwise), placed as FFHQ alignment would place a photo of that head (eyes and mouth where "
+                   "image_align puts them). With a FLAME model (Arc2Face FLAME Loader) it renders the FLAME head, "
+                   "posed and with the optional expression, exactly as the reference's hints were made, so one "
+                   "expression can drive both the hint and the Expression Adapter. " + GENERIC_NOTE
+                   + " Roll tilts the head in the frame; FFHQ-aligned training faces are upright.")
     CATEGORY = CATEGORY
     FUNCTION = "render"
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("normal_map",)
-    OUTPUT_TOOLTIPS = ("Face normals as RGB on mid-grey, 512x512, for Arc2Face Pose ControlNet.",)
+    OUTPUT_TOOLTIPS = ("Whole-head normals as RGB on 127 grey, 512x512, for Arc2Face Pose ControlNet: one per "
+                       "expression row with FLAME, else one.",)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -130,29 +137,47 @@ class Arc2FaceNormalMapFromAngles:
                 "yaw": angle(90.0, "Left/right turn in degrees; > 0 turns the nose to the image's right."),
                 "pitch": angle(60.0, "Up/down nod in degrees; > 0 lifts the chin (looks up)."),
                 "roll": angle(45.0, "Head tilt in the image plane in degrees; > 0 is clockwise."),
-            }
+            },
+            "optional": {
+                "expression": ("ARC2FACE_EXPRESSION", {"tooltip": (
+                    "FLAME expression [N, 55] (e.g. the one given to the Expression Adapter): with FLAME, the head "
+                    "opens its mouth, closes its eyes etc. accordingly (one hint per row). Ignored without FLAME: "
+                    "the generic head has no expression.")}),
+                "flame": ("ARC2FACE_FLAME", {"tooltip": (
+                    "From Arc2Face FLAME Loader: render the FLAME head (the reference's recipe) instead of the "
+                    "generic head.")}),
+            },
         }
 
-    def render(self, yaw: float, pitch: float, roll: float):
+    def render(self, yaw: float, pitch: float, roll: float, expression=None, flame=None):
         import torch
 
         from ..arc2face_core.faces.head_pose import rotation_from_angles
         from ..arc2face_core.pose.render import render_normal_map
 
+        if flame is not None:
+            from ..arc2face_core.pose.flame_hint import typed_face_parameters
+            from .flame import render_flame
+
+            return (render_flame(flame, typed_face_parameters(pitch, yaw, roll, expression)),)
+        if expression is not None:
+            from ..arc2face_core.expression.vectors import validate_expression
+
+            validate_expression(expression)   # a broken input is an error even where it is not used
         hint = render_normal_map(None, rotation_from_angles(pitch, yaw, roll), roll_in_frame=True)
         return (torch.from_numpy(hint).unsqueeze(0),)
 
 
 class Arc2FaceNormalMapFromPhoto:
-    DESCRIPTION = ("A face-normal hint for the pose ControlNet from the head pose of a reference photo: insightface "
-                   "detects the face and antelopev2's 1k3d68.onnx gives its 68 3D landmarks and pose (loaded on first "
-                   "use from models/insightface/models/antelopev2/). The hint is framed like FFHQ alignment of the "
-                   "photo, as the reference pipeline does. " + EMOCA_NOTE)
+    DESCRIPTION = ("A whole-head normal hint for the pose ControlNet from the head pose of a reference photo: "
+                   "insightface detects the face and antelopev2's 1k3d68.onnx gives its 68 3D landmarks and pose "
+                   "(loaded on first use from models/insightface/models/antelopev2/). The hint is framed like FFHQ "
+                   "alignment of the photo, as the reference pipeline does. " + GENERIC_NOTE)
     CATEGORY = CATEGORY
     FUNCTION = "render"
     RETURN_TYPES = ("IMAGE", "FLOAT", "FLOAT", "FLOAT")
     RETURN_NAMES = ("normal_map", "yaw", "pitch", "roll")
-    OUTPUT_TOOLTIPS = ("One face-normal hint per photo, 512x512.",
+    OUTPUT_TOOLTIPS = ("One whole-head normal hint per photo, 512x512.",
                        "Yaw of the first photo's face, degrees (to fine-tune in Normal Map from Angles).",
                        "Pitch of the first photo's face, degrees.", "Roll of the first photo's face, degrees.")
 

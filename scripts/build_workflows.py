@@ -174,6 +174,24 @@ def pose_angles():
                            size=(300, 110))], [], 24)
 
 
+def pose_angles_flame():
+    """One hand-made expression drives both the FLAME hint (open mouth in the head's normals) and the adapter."""
+    nodes, links = _pose([
+        NodeSpec(25, "Arc2FaceFLAMELoader", (-380, 700), size=(300, 60)),
+        NodeSpec(26, "Arc2FaceExpression", (-380, 800),
+                 {"jaw_open": 0.3, "eyelid_left": 0.0, "eyelid_right": 0.0, "coefficients": ""}, size=(300, 200)),
+        NodeSpec(24, "Arc2FaceNormalMapFromAngles", (380, 700), {"yaw": 30.0, "pitch": 0.0, "roll": 0.0},
+                 size=(300, 150)),
+        NodeSpec(27, "Arc2FaceExpressionAdapterLoader", (720, 240), size=(280, 60)),
+        NodeSpec(28, "Arc2FaceExpressionAdapter", (720, 800),
+                 {"weight": 1.0, "start_percent": 0.0, "end_percent": 1.0}, size=(300, 170))],
+        [(25, "flame", 24, "flame"), (26, "expression", 24, "expression"), (27, "adapter", 28, "adapter"),
+         (26, "expression", 28, "expression")], 24)
+    links = [link for link in links if link != (1, "model", 7, "model")] + [(1, "model", 28, "model"),
+                                                                           (28, "model", 7, "model")]
+    return nodes, links
+
+
 def _expression(source_nodes: list[NodeSpec], source_links: list[tuple], source: int) -> tuple[list, list]:
     nodes = common_head("arc2face_face.png") + source_nodes + [
         NodeSpec(22, "Arc2FaceExpressionAdapterLoader", (720, 140), size=(280, 60)),
@@ -311,9 +329,7 @@ def reference_expression():
         (23, "model"))
 
 
-# Pose from a photo with SMIRK + FLAME, as the reference made its hints. They need the FLAME nodes (FLAME loader,
-# Normal Map from FLAME) of the FLAME half of the pose work: once those nodes are in the snapshot, move them into
-# WORKFLOWS so the tests check them too.
+# Pose from a photo with SMIRK + FLAME, as the reference made its hints.
 def _flame_pose(extra_nodes: list[NodeSpec], extra_links: list[tuple]) -> tuple[list, list]:
     """Face Parameters from Photo on the pose reference (pose, expression, camera) and on the identity photo (its
     head shape) -> Normal Map from FLAME -> the pose ControlNet."""
@@ -360,7 +376,8 @@ WORKFLOWS = {"arc2face_basic": basic, "arc2face_average": average, "arc2face_ble
              "arc2face_ksampler": ksampler, "arc2face_pose": pose, "arc2face_pose_angles": pose_angles,
              "arc2face_expression": expression, "arc2face_expression_manual": expression_manual,
              "arc2face_lcm": lcm, "arc2face_two_people": two_people, "arc2face_identity_check": identity_check,
-             "arc2face_reference": reference, "arc2face_reference_expression": reference_expression}
+             "arc2face_reference": reference, "arc2face_reference_expression": reference_expression,
+             "arc2face_pose_angles_flame": pose_angles_flame, **FLAME_WORKFLOWS}
 
 NOTES = {
     "arc2face_basic": Note("One photo of a person -> 4 new photos of that person (the paper's setting).",
@@ -401,6 +418,11 @@ NOTES = {
                                           "photo's look while the Expression Adapter sets another photo's "
                                           "expression -> 4 images.",
                                           "strength 0.8, weight 1.0; Face Align's size = the sampler's size."),
+    "arc2face_pose_angles_flame": Note("Identity from a photo; head pose typed as yaw/pitch/roll and one hand-made "
+                                       "expression drive both the FLAME head's normals (pose ControlNet) and the "
+                                       "Expression Adapter -> 4 images.",
+                                       "yaw within +-60, pitch within +-30 degrees; jaw_open 0.1-0.4; strength and "
+                                       "weight 1.0."),
     "arc2face_pose_photo_flame": Note("Identity from one photo, head pose from a reference photo the way the reference "
                                       "made its hints: SMIRK reads FLAME parameters, FLAME renders the whole head's "
                                       "normals -> 4 images.",

@@ -5,8 +5,8 @@ Runs only when ``COMFYUI_DIR`` points at an install made by ``shared/tools/comfy
 install and sets ``ARC2FACE_NO_SKIP``, which turns any skip into a failure). The fixture links this checkout into
 ``DIR/ComfyUI/custom_nodes/arc2face``, writes random-weight models into ``DIR/ComfyUI/models`` (a full-size SD1.5 UNet,
 ControlNet and VAE, since ComfyUI detects models by their shapes; tiny encoder, detector, recogniser, landmarks,
-adapter and SMIRK), rebuilt only when the builders change, and test photos into ``DIR/ComfyUI/input``; then starts
-``main.py --cpu`` on a free port and stops it when the session ends. Use a dedicated install.
+adapter, SMIRK and FLAME), rebuilt only when the builders change, and test photos into ``DIR/ComfyUI/input``; then
+starts ``main.py --cpu`` on a free port and stops it when the session ends. Use a dedicated install.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import pytest
 from builders import (
     clip_encoder,
     exp_adapter,
+    flame,
     lora,
     onnx_faces,
     onnx_landmarks,
@@ -42,6 +43,7 @@ PACK_LINK_NAME = "arc2face"
 REFERENCE_POSE = (10.0, -25.0, 5.0)   # pitch, yaw, roll the rigged 1k3d68 model reports for the astronaut
 STOCK_CONTROLNET = "arc2face_pose_controlnet.safetensors"   # the random ControlNet, also for the stock loader
 LCM_LORA = "lcm-lora-sdv1-5.safetensors"   # the name arc2face_lcm.json loads
+FLAME_SEED = 21                       # the random FLAME model in models/arc2face/flame/
 
 
 def comfyui_dir() -> Path:
@@ -55,7 +57,7 @@ def comfyui_dir() -> Path:
 
 def _builders_stamp() -> str:
     digest = hashlib.sha256()
-    for module in (clip_encoder, exp_adapter, lora, onnx_faces, onnx_landmarks, ref_lora, sd15_random, smirk,
+    for module in (clip_encoder, exp_adapter, flame, lora, onnx_faces, onnx_landmarks, ref_lora, sd15_random, smirk,
                    smirk_parts):
         digest.update(Path(module.__file__).read_bytes())
     digest.update(smirk_parts.LAYOUT_FILE.read_bytes())
@@ -82,6 +84,7 @@ def write_models(models: Path) -> None:
     smirk_parts.add_smirk_parts(models / "arc2face" / "smirk" / "SMIRK_em1.pt", ("pose", "shape"))   # whole encoder
     lora.write_sd15_lcm_lora(models / "loras" / LCM_LORA)   # low-rank random, kohya layout, every LCM target layer
     ref_lora.write_lora(models / "arc2face" / "ref_adapter" / "pytorch_lora_weights.safetensors")
+    flame.write_flame_folder(models / "arc2face" / "flame", seed=FLAME_SEED)   # small, in FLAME 2020's pickle layout
     controlnet = sd15_random.write_controlnet(models / "arc2face" / "controlnet")
     stock = models / "controlnet" / STOCK_CONTROLNET
     stock.parent.mkdir(parents=True, exist_ok=True)

@@ -72,6 +72,12 @@ CONTRACT = {
                                  [("model", "MODEL"), ("ref_adapter", "ARC2FACE_REF_ADAPTER"), ("reference", "LATENT"),
                                   ("positive", "CONDITIONING"), ("strength", "FLOAT")],
                                  [("model", "MODEL")]),
+    "Arc2FaceNormalMapFromAngles": ("Normal Map from Angles", [("yaw", "FLOAT"), ("pitch", "FLOAT"), ("roll", "FLOAT")],
+                                    [("normal_map", "IMAGE")]),
+    "Arc2FaceFLAMELoader": ("Arc2Face FLAME Loader", [], [("flame", "ARC2FACE_FLAME")]),
+    "Arc2FaceNormalMapFromFLAME": ("Normal Map from FLAME", [("flame", "ARC2FACE_FLAME"),
+                                                             ("pose_params", "ARC2FACE_FACE_PARAMS")],
+                                   [("normal_map", "IMAGE")]),
 }
 DEFAULTS = {
     ("Arc2FaceArcFaceLoader", "det_size"): 640, ("Arc2FaceArcFaceLoader", "provider"): "auto",
@@ -93,7 +99,9 @@ COMBO_START = {  # the options a combo must begin with, in this order
     ("Arc2FaceEmbeddingBlend", "method"): ["slerp", "linear"],
     ("Arc2FaceEmbeddingAverage", "method"): ["mean", "median"],
 }
-OPTIONAL = {"Arc2FaceSampler": [("latent_image", "LATENT"), ("denoise", "FLOAT")]}
+OPTIONAL = {"Arc2FaceSampler": [("latent_image", "LATENT"), ("denoise", "FLOAT")],
+            "Arc2FaceNormalMapFromAngles": [("expression", "ARC2FACE_EXPRESSION"), ("flame", "ARC2FACE_FLAME")],
+            "Arc2FaceNormalMapFromFLAME": [("identity_params", "ARC2FACE_FACE_PARAMS")]}
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +138,9 @@ def test_snapshot_matches_the_contract(node_id):
     optional = info["input"].get("optional", {})
     for name, kind in OPTIONAL.get(node_id, []):
         assert _kind(optional[name]) == kind
+    listed = [name for name, _ in OPTIONAL.get(node_id, [])]
+    order = info["input_order"].get("optional", [])
+    assert [name for name in order if name in listed] == listed        # new inputs go after these, never between
     for (nid, name), default in DEFAULTS.items():
         if nid == node_id:
             assert info["input"]["required"][name][1]["default"] == default

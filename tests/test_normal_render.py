@@ -1,10 +1,9 @@
-"""The EMOCA-free pose hint (arc2face_core.pose: render, face_surface, rasterizer; faces.head_pose): real renders, checked against
-independent computations (closed-form geometry, FFHQ's image_align written out here, scipy's rotations, insightface's
-own pose code on a rigged tiny 1k3d68 model)."""
+"""The pieces of the FLAME-free pose hint (arc2face_core.pose: face_surface, rasterizer; faces.head_pose), checked
+against independent computations (closed-form geometry, scipy's rotations, insightface's own pose code on a rigged
+tiny 1k3d68 model). The generic-head renders themselves: tests/test_generic_head.py."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import cv2
@@ -23,7 +22,7 @@ from arc2face_core.faces.head_pose import angles_from_rotation, estimate_head_po
 from arc2face_core.faces.landmarks import load_landmark_model, mean_shape
 from arc2face_core.pose.face_surface import FOREHEAD_HEIGHT, build_face_surface
 from arc2face_core.pose.rasterizer import interpolate, rasterize
-from arc2face_core.pose.render import render_face_normals, render_normal_map
+from arc2face_core.pose.render import render_normal_map
 from arc2face_core.weights import ModelRoots
 from builders.onnx_faces import build_recogniser, truncate
 from builders.onnx_landmarks import build_landmarks_2d, build_rigged_landmarks, posed_mean_shape
@@ -37,43 +36,6 @@ RIGGED_ANGLES = (12.0, -28.0, 9.0)      # pitch, yaw, roll of the face the rigge
 def euler(pitch: float, yaw: float, roll: float) -> np.ndarray:
     """R = Rz(roll) Ry(yaw) Rx(pitch) by scipy (intrinsic Z-Y-X), independent of the engine's own formula."""
     return Rotation.from_euler("ZYX", [roll, yaw, pitch], degrees=True).as_matrix()
-
-
-def image_align_quad(lm: np.ndarray) -> np.ndarray:
-    """FFHQ's image_align crop quad, written out from the dataset script's formulas."""
-    eye_left, eye_right = lm[36:42].mean(0), lm[42:48].mean(0)
-    eye_avg = (eye_left + eye_right) * 0.5
-    eye_to_eye = eye_right - eye_left
-    eye_to_mouth = (lm[48] + lm[54]) * 0.5 - eye_avg
-    x = eye_to_eye - np.flipud(eye_to_mouth) * [-1, 1]
-    x = x / np.hypot(*x) * max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8)
-    y = np.flipud(x) * [-1, 1]
-    c = eye_avg + eye_to_mouth * 0.1
-    return np.stack([c - x - y, c - x + y, c + x + y, c + x - y])
-
-
-def quad_map(quad: np.ndarray, size: int) -> np.ndarray:
-    """OpenCV's affine map of three quad corners onto the output square's corners."""
-    src = np.float32([quad[0], quad[1], quad[3]])
-    dst = np.float32([[0, 0], [0, size], [size, 0]])
-    return cv2.getAffineTransform(src, dst).astype(np.float64)
-
-
-def apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
-    return points @ matrix[:, :2].T + matrix[:, 2]
-
-
-def normals_of(image: np.ndarray) -> np.ndarray:
-    return (image.astype(np.float64) - 0.5) * 2.0
-
-
-def pixel(image: np.ndarray, point: np.ndarray) -> np.ndarray:
-    return image[int(math.floor(point[1])), int(math.floor(point[0]))]
-
-
-@pytest.fixture(scope="module")
-def frontal():
-    return render_face_normals()
 
 
 # ------------------------------------------------------------------------------------------------ angles
@@ -208,160 +170,6 @@ def test_surface_is_deterministic_smooth_and_through_the_landmarks():
     top = first.vertices[:, 1].min()
     assert top == pytest.approx(shape[17:27, 1].mean() - FOREHEAD_HEIGHT * eye_to_mouth, abs=0.01)
     assert first.vertices[:, 1].max() == pytest.approx(shape[8, 1], abs=1e-9)
-
-
-# ------------------------------------------------------------------------------------------------- renders
-
-def test_frontal_render_basics(frontal):
-    image = frontal.image
-    assert image.shape == (512, 512, 3) and image.dtype == np.float32
-    assert 0.0 <= image.min() and image.max() <= 1.0
-    face = frontal.coverage > 0
-    assert set(np.unique(frontal.coverage)) == {0.0, 1.0}
-    assert (image[~face] == 0.5).all()
-    assert 0.25 < face.mean() < 0.45
-    normals = normals_of(image[face])
-    np.testing.assert_allclose(np.linalg.norm(normals, axis=1), 1.0, atol=0.01)   # unit normals
-    assert abs(normals[:, 0].mean()) < 0.01 and normals[:, 2].min() >= -1e-6
-
-    # The nearest point of the frontal face (the nose tip) faces the camera: RGB ~ (0.5, 0.5, 1.0).
-    surface = build_face_surface()
-    tip = surface.vertices[np.argmax(surface.vertices[:, 2]), :2]
-    np.testing.assert_allclose(pixel(image, apply(frontal.transform, tip)), [0.5, 0.5, 1.0], atol=0.04)
-    # Right side reddish, left side less red, forehead top greenish, chin underside less green.
-    lm = frontal.landmarks_2d
-    cheek = lambda i: lm[i] + 12 * (lm[30] - lm[i]) / np.linalg.norm(lm[30] - lm[i])     # noqa: E731
-    assert pixel(image, cheek(14))[0] > 0.8 and pixel(image, cheek(2))[0] < 0.2
-    assert pixel(image, (lm[19] + lm[24]) / 2 - [0, 60])[1] > 0.5 > pixel(image, lm[8] - [0, 4])[1]
-
-
-def test_framing_follows_image_align(frontal):
-    rotation = euler(8, -20, 0)
-    render = render_face_normals(None, rotation, 512)
-    posed = mean_shape() @ rotation.T
-    expected = apply(quad_map(image_align_quad(posed[:, :2]), 512), posed[:, :2])
-    for points in (slice(36, 42), slice(42, 48)):
-        np.testing.assert_allclose(render.landmarks_2d[points].mean(0), expected[points].mean(0), atol=1e-3)
-    np.testing.assert_allclose(render.landmarks_2d[[48, 54]], expected[[48, 54]], atol=1e-3)
-
-    # The image agrees: the frontal face's jaw contour is its silhouette (face 4 px inside, background 4 px outside).
-    posed = mean_shape()
-    jaw = apply(quad_map(image_align_quad(posed[:, :2]), 512), posed[:, :2])[1:16]
-    middle = jaw.mean(0)
-    outward = (jaw - middle) / np.linalg.norm(jaw - middle, axis=1, keepdims=True)
-    assert all(frontal.coverage[int(p[1]), int(p[0])] == 1 for p in jaw - 4 * outward)
-    assert all(frontal.coverage[int(p[1]), int(p[0])] == 0 for p in jaw + 4 * outward)
-
-
-def test_face_size_follows_the_quad_geometry(frontal):
-    shape = mean_shape()
-    eye_to_eye = np.linalg.norm(shape[42:48, :2].mean(0) - shape[36:42, :2].mean(0))
-    eye_to_mouth = np.linalg.norm((shape[48, :2] + shape[54, :2]) / 2
-                                  - (shape[36:42, :2].mean(0) + shape[42:48, :2].mean(0)) / 2)
-    assert 2.0 * eye_to_eye > 1.8 * eye_to_mouth        # so the quad's side is 4 eye distances
-    lm = frontal.landmarks_2d
-    assert np.linalg.norm(lm[42:48].mean(0) - lm[36:42].mean(0)) == pytest.approx(512 / 4, abs=1e-6)
-    # Face width at the height of jaw points 0 and 16: their distance, in quad units.
-    row = int(round((lm[0, 1] + lm[16, 1]) / 2)) + 6
-    columns = np.flatnonzero(frontal.coverage[row])
-    width = 512 / 4 * np.linalg.norm(shape[16, :2] - shape[0, :2]) / eye_to_eye
-    assert columns[-1] - columns[0] + 1 == pytest.approx(width, abs=4)
-
-
-def test_yaw_flips_x_and_mirrors_the_image():
-    plus = render_face_normals(None, rotation_from_angles(0, 30, 0))
-    minus = render_face_normals(None, rotation_from_angles(0, -30, 0))
-    x_plus = normals_of(plus.image[plus.coverage > 0])[:, 0].mean()
-    x_minus = normals_of(minus.image[minus.coverage > 0])[:, 0].mean()
-    assert abs(x_plus) > 0.02 and x_plus == pytest.approx(-x_minus, abs=0.02)
-    # Yaw > 0 turns the nose to image right (as for insightface's face['pose']): its normal points right.
-    for render, sign in ((plus, 1), (minus, -1)):
-        nose = normals_of(pixel(render.image, render.landmarks_2d[30]))
-        assert sign * nose[0] > 0.35
-        lm = render.landmarks_2d
-        assert sign * (lm[30, 0] - (lm[36:42, 0].mean() + lm[42:48, 0].mean()) / 2) > 10   # nose right of the eyes
-    mirrored = minus.image[:, ::-1].copy()
-    mirrored[..., 0] = 1.0 - mirrored[..., 0]
-    face_plus, face_mirrored = plus.coverage > 0, minus.coverage[:, ::-1] > 0
-    both = face_plus & face_mirrored
-    assert both.sum() / (face_plus | face_mirrored).sum() > 0.97          # the mean shape is nearly symmetric
-    assert np.abs(plus.image[both] - mirrored[both]).mean() < 0.02
-
-
-def test_pitch_flips_y(frontal):
-    up = render_face_normals(None, rotation_from_angles(20, 0, 0))
-    down = render_face_normals(None, rotation_from_angles(-20, 0, 0))
-    y_up, y_down, y_level = (normals_of(r.image[r.coverage > 0])[:, 1].mean() for r in (up, down, frontal))
-    assert y_up - y_level > 0.1 and y_level - y_down > 0.1           # hint y points UP: pitch > 0 looks up
-    nose = [normals_of(pixel(r.image, r.landmarks_2d[30]))[1] for r in (up, frontal, down)]
-    assert nose[0] > nose[1] + 0.2 > nose[2] + 0.4
-
-
-def test_angles_and_matrix_give_the_same_render():
-    from insightface.utils import transform
-
-    rotation = euler(*RIGGED_ANGLES)
-    posed = 70 * mean_shape() @ rotation.T + [200, 150, 3]
-    _, fitted, _ = transform.P2sRt(transform.estimate_affine_matrix_3d23d(mean_shape(), posed))
-    pose = transform.matrix2angle(fitted)          # what insightface's face['pose'] says for this face
-    np.testing.assert_allclose(pose, RIGGED_ANGLES, atol=1e-6)
-    by_matrix = render_normal_map(None, rotation, roll_in_frame=True)
-    by_angles = render_normal_map(None, rotation_from_angles(*pose), roll_in_frame=True)
-    assert np.abs(by_matrix - by_angles).max() < 1e-4
-
-
-def test_typed_roll_turns_the_face_in_the_image():
-    roll = 15.0
-    level = render_face_normals(None, rotation_from_angles(5, 10, 0), roll_in_frame=True)
-    turned = render_face_normals(None, rotation_from_angles(5, 10, roll), roll_in_frame=True)
-    eye_line = lambda lm: lm[42:48].mean(0) - lm[36:42].mean(0)                    # noqa: E731
-    angle = lambda v: math.degrees(math.atan2(v[1], v[0]))                          # noqa: E731
-    assert angle(eye_line(turned.landmarks_2d)) - angle(eye_line(level.landmarks_2d)) == pytest.approx(roll, abs=0.5)
-
-    # The rolled render is the level one turned about the centre (clockwise on screen), normals turned with it.
-    spin = cv2.getRotationMatrix2D((256.0, 256.0), -roll, 1.0)       # OpenCV: positive = counter-clockwise
-    moved = cv2.warpAffine(level.image, spin, (512, 512), flags=cv2.INTER_LINEAR, borderValue=(0.5, 0.5, 0.5))
-    mask = cv2.warpAffine(level.coverage, spin, (512, 512), flags=cv2.INTER_NEAREST)
-    n = normals_of(moved)
-    c, s = math.cos(math.radians(roll)), math.sin(math.radians(roll))
-    # Clockwise on screen is clockwise in the hint's y-up axes too: x' = c x + s y, y' = -s x + c y.
-    n[..., 0], n[..., 1] = c * n[..., 0] + s * n[..., 1], -s * n[..., 0] + c * n[..., 1]
-    interior = cv2.erode(mask, np.ones((5, 5))) > 0
-    assert (interior & (turned.coverage > 0)).sum() / interior.sum() > 0.995
-    assert np.abs(normals_of(turned.image)[interior] - n[interior]).mean() < 0.02
-
-
-def test_photo_framing_removes_roll():
-    level = render_face_normals(None, rotation_from_angles(5, 10, 0))
-    rolled = render_face_normals(None, rotation_from_angles(5, 10, 25), roll_in_frame=False)
-    np.testing.assert_allclose(rolled.landmarks_2d, level.landmarks_2d, atol=1e-6)
-    differs = np.abs(rolled.image - level.image).max(-1) > 1e-3
-    assert differs.mean() < 0.002            # a few silhouette pixels from rounding, nothing else
-
-
-def test_supersampling_keeps_the_background_exact():
-    sharp = render_face_normals(size=256)
-    smooth = render_face_normals(size=256, supersample=2)
-    assert (smooth.image[smooth.coverage == 0] == 0.5).all()
-    edge = (smooth.coverage > 0) & (smooth.coverage < 1)
-    assert edge.sum() > 100
-    np.testing.assert_allclose(smooth.landmarks_2d, sharp.landmarks_2d, atol=1e-9)
-    inner = cv2.erode((sharp.coverage > 0).astype(np.uint8), np.ones((5, 5))) > 0
-    assert np.abs(smooth.image[inner] - sharp.image[inner]).mean() < 0.01
-
-
-def test_the_face_shape_comes_from_the_landmarks(frontal):
-    long_chin = mean_shape()
-    long_chin[4:13, 1] += 0.1                        # lower jaw 0.1 units down; eyes and mouth (the framing) unchanged
-    render = render_face_normals(long_chin)
-    np.testing.assert_allclose(render.transform, frontal.transform, atol=1e-9)
-    pixels_per_unit = np.sqrt(np.linalg.det(frontal.transform[:, :2]))
-    chin_row = lambda r: np.flatnonzero((r.coverage > 0).any(axis=1))[-1]        # noqa: E731
-    assert chin_row(render) - chin_row(frontal) == pytest.approx(0.1 * pixels_per_unit, abs=2)
-    with pytest.raises(InvalidInputError, match="68"):
-        render_normal_map(np.zeros((5, 3)))
-    with pytest.raises(InvalidInputError, match="NaN"):
-        render_normal_map(np.full((68, 3), np.nan))
 
 
 # --------------------------------------------------------------------------------------------- pose from a photo

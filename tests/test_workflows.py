@@ -91,6 +91,20 @@ def test_what_each_workflow_does():
         assert vae["properties"]["models"][0]["directory"] == "vae"
 
 
+def test_one_expression_drives_the_flame_hint_and_the_adapter():
+    workflow = load("arc2face_pose_angles_flame")
+    assert check_ui_workflow(workflow, SNAPSHOT, FILE_COMBOS) == []
+    expression = by_type(workflow, "Arc2FaceExpression")[0]["id"]
+    angles = by_type(workflow, "Arc2FaceNormalMapFromAngles")[0]
+    targets = {(l[3], l[4]) for l in workflow["links"] if l[1] == expression}
+    slot = lambda node, name: [i["name"] for i in node["inputs"]].index(name)     # noqa: E731
+    adapter = by_type(workflow, "Arc2FaceExpressionAdapter")[0]
+    assert targets == {(angles["id"], slot(angles, "expression")), (adapter["id"], slot(adapter, "expression"))}
+    flame = by_type(workflow, "Arc2FaceFLAMELoader")[0]["id"]
+    assert {(l[3], l[4]) for l in workflow["links"] if l[1] == flame} == {(angles["id"], slot(angles, "flame"))}
+    assert widget_value(angles, "yaw") == 30.0
+
+
 def generator():
     spec = importlib.util.spec_from_file_location("build_workflows", REPO / "scripts" / "build_workflows.py")
     module = importlib.util.module_from_spec(spec)

@@ -6,7 +6,9 @@ photos (``--image``, one identity each, or one averaged identity with ``--averag
 ``embeddings.pt``). The output folder gets ``id{i:03d}_{j:02d}.png`` (identity i, image j), ``identities.safetensors``
 (the identities used, ``identity.files``' format), ``embeddings.pt`` (the same as a bare tensor, for older scripts) and
 ``settings.json`` (everything needed to make the same images again). ``--normal-map`` poses the faces with the
-Arc2Face pose ControlNet (one map for all identities, or one per identity). The noise of the whole run is one seeded
+Arc2Face pose ControlNet (one map for all identities, or one per identity); ``--pose-angles`` renders such a map from
+a typed head pose (``pose_angles``) and ``--pose-photo`` from a reference photo with SMIRK + FLAME (``pose_photo``),
+as the reference made its hints. The noise of the whole run is one seeded
 draw (see ``arc2face_core.pipeline``) sliced per batch.
 
 ``dataset``: a synthetic face dataset for face-recognition training, reproducible, resumable and sharded, with the
@@ -79,6 +81,9 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_pose_arguments(p: argparse.ArgumentParser) -> None:
+    from .pose_angles import add_pose_angle_arguments
+    from .pose_photo import add_pose_photo_arguments
+
     pose = p.add_argument_group("pose (the Arc2Face pose ControlNet, <models>/arc2face/controlnet/)")
     pose.add_argument("--normal-map", action="append", type=Path, metavar="FILE",
                       help="a face normal map (RGB = n*0.5+0.5 on mid-grey, as EMOCA renders it) posing every image; "
@@ -89,6 +94,8 @@ def add_pose_arguments(p: argparse.ArgumentParser) -> None:
                       help="fraction of the steps after which the control starts (default: 0.0)")
     pose.add_argument("--control-end", type=float, default=None, metavar="F",
                       help="fraction of the steps after which the control ends (default: 1.0)")
+    add_pose_angle_arguments(p)
+    add_pose_photo_arguments(p)
 
 
 def add_output_arguments(p: argparse.ArgumentParser) -> None:
@@ -190,15 +197,26 @@ def pose(args, count: int) -> tuple[torch.Tensor | None, dict]:
     settings.json)."""
     from ..pose.hint import check_hint_batch, prepare_normal_map
     from .controlnet import check_control_range
+    from .pose_angles import angle_hints
 
     control = {"control_scale": 1.0 if args.control_scale is None else args.control_scale,
                "control_start": 0.0 if args.control_start is None else args.control_start,
                "control_end": 1.0 if args.control_end is None else args.control_end}
-    if not args.normal_map:
+    rendered, rendered_info = angle_hints(args)
+    if getattr(args, "pose_photo", None):
+        if rendered is not None or args.normal_map:
+            raise InvalidInputError("--pose-photo, --pose-angles and --normal-map each pose the faces: pass one")
+        rendered, rendered_info = photo_hints(args, count)
+    if not args.normal_map and rendered is None:
         given = [name for name in ("control_scale", "control_start", "control_end") if getattr(args, name) is not None]
         if given:
-            raise InvalidInputError(f"--{given[0].replace('_', '-')} needs a pose: pass --normal-map")
+            raise InvalidInputError(f"--{given[0].replace('_', '-')} needs a pose: pass --normal-map, --pose-angles "
+                                    "or --pose-photo")
         return None, {}
+    if rendered is not None:
+        check_hint_batch(rendered.shape[0], count)
+        check_control_range(control["control_scale"], control["control_start"], control["control_end"])
+        return prepare_normal_map(rendered), dict(control, **rendered_info)
     check_hint_batch(len(args.normal_map), count)
     check_control_range(control["control_scale"], control["control_start"], control["control_end"])
     hints = []
@@ -208,6 +226,24 @@ def pose(args, count: int) -> tuple[torch.Tensor | None, dict]:
         except InvalidInputError as exc:
             raise InvalidInputError(f"{path}: {exc}") from None
     return torch.cat(hints), dict(control, normal_maps=[str(p) for p in args.normal_map])
+
+
+def photo_hints(args, count: int) -> tuple[torch.Tensor, dict]:
+    """``--pose-photo``: SMIRK reads the photo's FLAME parameters, FLAME (``--flame``, else the models folder's
+    arc2face/flame/generic_model.pkl) renders the hints."""
+    import functools
+
+    from ..faces.providers import resolve_providers
+    from ..pose.flame import load_flame
+    from ..pose.flame_hint import flame_normal_maps
+    from ..weights import FLAME, find_weight
+    from .pose_photo import hints_from_args
+
+    roots = ModelRoots.under(args.models)
+    flame_path = args.flame if args.flame is not None else find_weight(FLAME, roots.arc2face)
+    render = functools.partial(flame_normal_maps, load_flame(flame_path))
+    hints, info = hints_from_args(args, roots, count, render, resolve_providers(args.provider))
+    return hints, dict(info, flame=str(flame_path))
 
 
 def identities(args, roots: ModelRoots) -> tuple[torch.Tensor, dict]:

@@ -1,1 +1,2 @@
-"""Pose control: the ControlNet hint as it was trained, and normal maps rendered without EMOCA."""
+"""Pose control: the ControlNet hint as it was trained; FLAME (read safely, posed by LBS), EMOCA's normal render, and a
+generic whole head for users without FLAME."""

@@ -48,6 +48,7 @@ class FaceSurface:
     normals: np.ndarray     # [V, 3] float64 unit normals of the smooth surface, z > 0 (toward the camera)
     landmarks: np.ndarray   # [68, 3] the points the surface was fitted through
     outline: np.ndarray     # [K, 2] the closed face outline in (x, y), jaw first, then the forehead arc
+    height: "ThinPlateSpline"   # z(x, y) of the surface (defined beyond the outline too: the generic head blends it)
 
 
 def eye_to_mouth(landmarks: np.ndarray) -> float:
@@ -74,7 +75,7 @@ def build_face_surface(landmarks: np.ndarray | None = None, grid_size: int = GRI
     if len(triangles) < grid_size:
         raise InvalidInputError("The landmarks do not outline a face (the jaw contour and forehead enclose no area).")
     return FaceSurface(vertices=np.column_stack([xy, spline(xy)]), triangles=triangles,
-                       normals=_normals(spline.gradient(xy)), landmarks=points.copy(), outline=outline)
+                       normals=_normals(spline.gradient(xy)), landmarks=points.copy(), outline=outline, height=spline)
 
 
 @functools.lru_cache(maxsize=1)
@@ -159,7 +160,9 @@ class ThinPlateSpline:
 
 
 def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
+    """Pairwise distances, by |a|² + |b|² - 2ab (one matrix product: the generic head evaluates many points)."""
+    squared = (a ** 2).sum(1)[:, None] + (b ** 2).sum(1)[None, :] - 2.0 * a @ b.T
+    return np.sqrt(np.maximum(squared, 0.0))
 
 
 def _tps_kernel(r: np.ndarray) -> np.ndarray:

@@ -1,9 +1,10 @@
 """The pose ControlNet's hint, prepared as the model was trained on it.
 
-Training hints were EMOCA renders of face normals: RGB = n·0.5+0.5 (x right, y up, z toward the camera) on a mid-grey
-background (0.5, a zero normal), in an FFHQ-aligned square frame of 512 pixels. A user's normal map is brought into
-that form: alpha composited onto mid-grey, pixels that cannot encode a normal (pure black or white backgrounds) made
-mid-grey, padded to a square with mid-grey, and resized to 512 with antialiasing.
+Training hints were EMOCA renders of whole-head normals: RGB = uint8((n·0.5+0.5)·255) (x right, y up, z toward the
+camera) on the background a zero normal gives, 127 (0.5·255 truncated; 127/255 once the pipeline reads it), in an
+FFHQ-aligned square frame of 512 pixels. A user's normal map is brought into that form: alpha composited onto that
+grey, pixels that cannot encode a normal (pure black or white backgrounds) made that grey, padded to a square with it,
+and resized to 512 with antialiasing.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 from ..errors import InvalidInputError
 
 HINT_SIZE = 512          # the FFHQ-aligned training resolution
-BACKGROUND = 0.5         # n = 0 → 0.5: the renderer's empty background
+BACKGROUND = 127 / 255   # n = 0 → uint8(0.5 * 255) = 127: the training renders' empty background
 # A pixel encodes a normal n = 2c-1 of length ≤ 1 (1 on the face, less on edges blended with the background). Pure
 # black or white (length √3) cannot be a normal: such pixels are background painted another colour.
 MAX_NORMAL_LENGTH = 1.5
@@ -62,7 +63,7 @@ def _pad_square(images: torch.Tensor) -> torch.Tensor:
 
 
 def prepare_normal_map(images, size: int = HINT_SIZE) -> torch.Tensor:
-    """IMAGE [B,H,W,3|4] (or [H,W,C]) → hint IMAGE [B,size,size,3], float32 on the CPU, background 0.5."""
+    """IMAGE [B,H,W,3|4] (or [H,W,C]) → hint IMAGE [B,size,size,3], float32 on the CPU, background 127/255."""
     images = _validate(images).cpu()
     rgb = images[..., :3]
     if images.shape[-1] == 4:

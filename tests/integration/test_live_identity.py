@@ -14,13 +14,13 @@ from comfyui_client import FAST, SAMPLING, embed_prompt, error_of, identities_pr
 
 REPO = Path(__file__).resolve().parents[2]
 EXPECTED_IMAGES = {"arc2face_basic": 4, "arc2face_average": 4, "arc2face_blend": 5, "arc2face_ksampler": 1,
-                   "arc2face_pose": 4, "arc2face_pose_angles": 4, "arc2face_expression": 4,
-                   "arc2face_expression_manual": 4, "arc2face_lcm": 4, "arc2face_two_people": 2,
-                   "arc2face_identity_check": 4}
+                   "arc2face_pose": 4, "arc2face_pose_angles": 4, "arc2face_pose_angles_flame": 4,
+                   "arc2face_expression": 4, "arc2face_expression_manual": 4, "arc2face_lcm": 4,
+                   "arc2face_two_people": 2, "arc2face_identity_check": 4}
 EXPECTED_FACES = {"arc2face_basic": 1, "arc2face_average": 3, "arc2face_blend": 1, "arc2face_ksampler": 1,
-                  "arc2face_pose": 1, "arc2face_pose_angles": 1, "arc2face_expression": 1,
-                  "arc2face_expression_manual": 1, "arc2face_lcm": 1, "arc2face_two_people": 1,
-                  "arc2face_identity_check": 1}
+                  "arc2face_pose": 1, "arc2face_pose_angles": 1, "arc2face_pose_angles_flame": 1,
+                  "arc2face_expression": 1, "arc2face_expression_manual": 1, "arc2face_lcm": 1,
+                  "arc2face_two_people": 1, "arc2face_identity_check": 1}
 SIZES = {"arc2face_two_people": (128, 64)}   # (width, height) at test scale; 64x64 otherwise
 
 

@@ -1,0 +1,80 @@
+"""The FLAME loader and the normal-map nodes in a real ComfyUI: prompts on the server, and the node classes in
+ComfyUI's own interpreter (its model folders and memory manager) for FLAME parameters no node here makes yet.
+
+The session's models folder holds a small random FLAME in FLAME 2020's pickle layout (tests/builders/flame.py) with
+SMIRK-style eyelids; the expected hints are the core's renders of that same file, made here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from arc2face_core.expression.vectors import make_expression
+from arc2face_core.faces.head_pose import rotation_from_angles
+from arc2face_core.pose.flame import load_flame
+from arc2face_core.pose.flame_hint import flame_normal_maps, typed_face_parameters
+from arc2face_core.pose.render import render_normal_map
+from comfyui_client import outputs
+from fixtures_comfyui import run_in_comfyui
+
+CHECKS = Path(__file__).resolve().parents[1] / "comfyui_checks"
+
+
+def _saved(comfy, entry: dict, node_id: str) -> list[np.ndarray]:
+    return [np.asarray(Image.open(comfy.root / "output" / image["subfolder"] / image["filename"]))
+            for image in outputs(entry, node_id)]
+
+
+def test_flame_nodes_inside_comfyui(comfy_install):
+    m = run_in_comfyui(comfy_install, CHECKS / "flame_nodes.py")
+    assert m["model_file"].endswith("models/arc2face/flame/generic_model.pkl")
+    assert m["cached"] and m["eyelids"] and m["managed"]          # one load, SMIRK's eyelids, memory-managed
+    assert m["hint_shape"] == [2, 512, 512, 3] and m["hint_vs_core"] == 0.0
+    assert m["identity_shape_used"] > 0.1 and abs(m["background"] - 127 / 255) < 1e-7
+    assert m["angles_shape"] == [3, 512, 512, 3] and m["angles_vs_core"] == 0.0
+    errors = m["errors"]
+    assert "3 identity shapes for 2 pose references" in errors["identity_batch"]
+    assert "pose_params must be FLAME face parameters, got Tensor" in errors["not_params"]
+    assert "flame must come from Arc2Face FLAME Loader" in errors["not_flame"]
+
+
+def test_angles_node_renders_flame_with_an_expression(comfy):
+    tag = uuid.uuid4().hex[:8]
+    prompt = {
+        "1": {"class_type": "Arc2FaceFLAMELoader", "inputs": {}},
+        "2": {"class_type": "Arc2FaceExpression", "inputs": {"jaw_open": 0.3, "eyelid_left": 1.0,
+                                                             "eyelid_right": 0.0, "coefficients": "1.5, -1"}},
+        "3": {"class_type": "Arc2FaceNormalMapFromAngles", "inputs": {
+            "yaw": 25.0, "pitch": -10.0, "roll": 4.0, "expression": ["2", 0], "flame": ["1", 0]}},
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": f"flame_{tag}"}},
+        "5": {"class_type": "Arc2FaceNormalMapFromAngles", "inputs": {"yaw": 25.0, "pitch": -10.0, "roll": 4.0}},
+        "6": {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": f"generic_{tag}"}},
+    }
+    entry = comfy.run_ok(prompt)
+    (with_flame,), (generic,) = _saved(comfy, entry, "4"), _saved(comfy, entry, "6")
+    flame = load_flame(comfy.root / "models" / "arc2face" / "flame" / "generic_model.pkl")
+    expression = make_expression(0.3, (1.0, 0.0), "1.5, -1")
+    np.testing.assert_array_equal(with_flame, flame_normal_maps(flame, typed_face_parameters(-10, 25, 4, expression))[0])
+    expected = render_normal_map(None, rotation_from_angles(-10, 25, 4), roll_in_frame=True)
+    np.testing.assert_array_equal(generic, np.round(expected * 255).astype(np.uint8))
+    assert (with_flame != generic).any(-1).mean() > 0.05
+
+
+def test_an_expression_without_flame_leaves_the_generic_head(comfy):
+    """The generic head has no expression: one hint, the same as without the expression."""
+    tag = uuid.uuid4().hex[:8]
+    prompt = {
+        "2": {"class_type": "Arc2FaceExpression", "inputs": {"jaw_open": 0.4, "eyelid_left": 0.0,
+                                                             "eyelid_right": 0.0, "coefficients": ""}},
+        "7": {"class_type": "ImageBatch", "inputs": {"image1": ["3", 0], "image2": ["5", 0]}},
+        "3": {"class_type": "Arc2FaceNormalMapFromAngles", "inputs": {"yaw": -15.0, "pitch": 0.0, "roll": 0.0,
+                                                                     "expression": ["2", 0]}},
+        "5": {"class_type": "Arc2FaceNormalMapFromAngles", "inputs": {"yaw": -15.0, "pitch": 0.0, "roll": 0.0}},
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["7", 0], "filename_prefix": f"noexp_{tag}"}},
+    }
+    first, second = _saved(comfy, comfy.run_ok(prompt), "4")
+    np.testing.assert_array_equal(first, second)
