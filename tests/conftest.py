@@ -15,6 +15,30 @@ from fixtures_models import *  # noqa: F401,F403  (tiny encoder, UNet, ...)
 NO_SKIP = os.environ.get("ARC2FACE_NO_SKIP") == "1"
 
 
+class _CheckoutIsAFolder:
+    """Collect the checkout's root as a plain folder, not as a package.
+
+    The root holds the pack's ``__init__.py`` (ComfyUI imports it as a package), so pytest would import it before any
+    test. That works only when the checkout's folder name is a Python identifier: in ``ComfyUI-Arc2Face`` (a CI
+    clone) or ``issue7-ci`` it is imported as a top-level ``__init__`` and its relative imports fail, which errors
+    every test. The tests import ``arc2face_core`` and the nodes themselves; nothing needs that package import.
+    """
+
+    def __init__(self, root):
+        self.root = root
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collect_directory(self, path, parent):
+        if path == self.root and (path / "__init__.py").is_file():
+            return pytest.Dir.from_parent(parent, path=path)
+        return None
+
+
+def pytest_configure(config):
+    # registered as a plugin (not a conftest hook), so it also applies to the root folder above tests/
+    config.pluginmanager.register(_CheckoutIsAFolder(config.rootpath), "arc2face-checkout-is-a-folder")
+
+
 def _refuse_skip(report) -> None:
     if NO_SKIP and report.skipped and not hasattr(report, "wasxfail"):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
