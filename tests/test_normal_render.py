@@ -39,24 +39,22 @@ def euler(pitch: float, yaw: float, roll: float) -> np.ndarray:
     return Rotation.from_euler("ZYX", [roll, yaw, pitch], degrees=True).as_matrix()
 
 
-def image_align_quad(lm: np.ndarray) -> np.ndarray:
-    """FFHQ's image_align crop quad, written out from the dataset script's formulas."""
+def ffhq_frame_errors(lm: np.ndarray, size: int = 512) -> dict[str, float]:
+    """How far 68 landmarks in an output image are from FFHQ's framing of them, read in that image.
+
+    FFHQ's image_align crops the square c ± x ± y with, from the eye centres and mouth corners: e = right eye - left
+    eye, m = mouth centre - eye centre, c = eye centre + 0.1 m, x along e - rot90(m) (rot90(m) = (-m_y, m_x)) with
+    |x| = max(2 |e|, 1.8 |m|), y = rot90(x). In the aligned image that square is the whole frame: c is its centre and
+    x points right with length size / 2. Zero for a correct framing.
+    """
     eye_left, eye_right = lm[36:42].mean(0), lm[42:48].mean(0)
-    eye_avg = (eye_left + eye_right) * 0.5
-    eye_to_eye = eye_right - eye_left
-    eye_to_mouth = (lm[48] + lm[54]) * 0.5 - eye_avg
-    x = eye_to_eye - np.flipud(eye_to_mouth) * [-1, 1]
-    x = x / np.hypot(*x) * max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8)
-    y = np.flipud(x) * [-1, 1]
-    c = eye_avg + eye_to_mouth * 0.1
-    return np.stack([c - x - y, c - x + y, c + x + y, c + x - y])
-
-
-def quad_map(quad: np.ndarray, size: int) -> np.ndarray:
-    """OpenCV's affine map of three quad corners onto the output square's corners."""
-    src = np.float32([quad[0], quad[1], quad[3]])
-    dst = np.float32([[0, 0], [0, size], [size, 0]])
-    return cv2.getAffineTransform(src, dst).astype(np.float64)
+    eye_centre = (eye_left + eye_right) / 2
+    e, m = eye_right - eye_left, (lm[48] + lm[54]) / 2 - eye_centre
+    x = e + np.array([m[1], -m[0]])   # e - rot90(m): its direction only
+    half = max(2 * np.hypot(*e), 1.8 * np.hypot(*m))
+    return {"centre": float(np.hypot(*(eye_centre + 0.1 * m - size / 2))),
+            "tilt": abs(math.degrees(math.atan2(x[1], x[0]))),
+            "half_side": abs(half - size / 2)}
 
 
 def apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -96,9 +94,14 @@ def test_gimbal_lock_decomposes_like_insightface():
     np.testing.assert_allclose(rotation_from_angles(*angles_from_rotation(rotation)), rotation, atol=1e-6)
 
 
-@pytest.mark.parametrize("matrix", [np.diag([1.0, 1.0, -1.0]), 2 * np.eye(3), np.full((3, 3), np.nan), np.eye(2)])
-def test_non_rotations_are_refused(matrix):
-    with pytest.raises(InvalidInputError):
+@pytest.mark.parametrize("matrix, message", [
+    (np.diag([1.0, 1.0, -1.0]), r"not a rotation \(it must be orthonormal with determinant \+1\)"),   # a mirror
+    (2 * np.eye(3), "not a rotation"),
+    (np.full((3, 3), np.nan), "must be a finite 3x3 matrix"),
+    (np.eye(2), r"must be a finite 3x3 matrix, got shape \(2, 2\)"),
+])
+def test_non_rotations_are_refused(matrix, message):
+    with pytest.raises(InvalidInputError, match=message):
         render_normal_map(None, matrix)
 
 
@@ -235,18 +238,41 @@ def test_frontal_render_basics(frontal):
     assert pixel(image, (lm[19] + lm[24]) / 2 - [0, 60])[1] > 0.5 > pixel(image, lm[8] - [0, 4])[1]
 
 
+def test_ffhq_quad_by_hand():
+    """Eyes at (-1, 0) and (1, 0), mouth corners at (-0.8, 1.2) and (0.8, 1.2), worked through image_align by hand:
+    e = (2, 0), m = (0, 1.2), x = e - (-1.2, 0) = (3.2, 0) scaled to max(2 * 2, 1.8 * 1.2) = 4, y = (0, 4),
+    c = (0, 0.12): corners (-4, -3.88), (-4, 4.12), (4, 4.12), (4, -3.88)."""
+    from arc2face_core.faces.ffhq import ffhq_quad, quad_to_square
+
+    lm = np.random.default_rng(0).uniform(-3, 3, (68, 2))
+    lm[36:42] = [-1, 0] + np.random.default_rng(1).normal(0, 0.1, (6, 2))
+    lm[36:42] -= lm[36:42].mean(0) - [-1, 0]                      # six points whose mean is the eye centre
+    lm[42:48] = lm[36:42] + [2, 0]
+    lm[48], lm[54] = [-0.8, 1.2], [0.8, 1.2]
+    quad = ffhq_quad(lm)
+    np.testing.assert_allclose(quad, [[-4, -3.88], [-4, 4.12], [4, 4.12], [4, -3.88]], atol=1e-12)
+    frame = quad_to_square(quad, 512)
+    np.testing.assert_allclose(apply(frame, quad), [[0, 0], [0, 512], [512, 512], [512, 0]], atol=1e-9)
+    np.testing.assert_allclose(apply(frame, (lm[36:42].mean(0), lm[42:48].mean(0))), [[192, 248.32], [320, 248.32]],
+                               atol=1e-9)
+
+
 def test_framing_follows_image_align(frontal):
-    rotation = euler(8, -20, 0)
-    render = render_face_normals(None, rotation, 512)
-    posed = mean_shape() @ rotation.T
-    expected = apply(quad_map(image_align_quad(posed[:, :2]), 512), posed[:, :2])
-    for points in (slice(36, 42), slice(42, 48)):
-        np.testing.assert_allclose(render.landmarks_2d[points].mean(0), expected[points].mean(0), atol=1e-3)
-    np.testing.assert_allclose(render.landmarks_2d[[48, 54]], expected[[48, 54]], atol=1e-3)
+    # A turned, nodding face: the square FFHQ would crop from its projected landmarks is the frame.
+    render = render_face_normals(None, euler(8, -20, 0), 512)
+    errors = ffhq_frame_errors(render.landmarks_2d)
+    assert errors["centre"] < 1e-3 and errors["tilt"] < 1e-4 and errors["half_side"] < 1e-3, errors
+    lm = frontal.landmarks_2d
+    assert max(ffhq_frame_errors(lm).values()) < 1e-3
+    # a typed roll turns the frame with the face (roll_in_frame): the framing reads the roll back
+    rolled = render_face_normals(None, rotation_from_angles(8, -20, 12), 512, roll_in_frame=True)
+    assert ffhq_frame_errors(rolled.landmarks_2d)["tilt"] == pytest.approx(12, abs=0.05)
+    # (a frame off by a pixel or a tenth of a degree would show: the check reads the framing, not the renderer)
+    shifted = render.landmarks_2d + [1.0, 0.0]
+    assert ffhq_frame_errors(shifted)["centre"] > 0.99
 
     # The image agrees: the frontal face's jaw contour is its silhouette (face 4 px inside, background 4 px outside).
-    posed = mean_shape()
-    jaw = apply(quad_map(image_align_quad(posed[:, :2]), 512), posed[:, :2])[1:16]
+    jaw = lm[1:16]
     middle = jaw.mean(0)
     outward = (jaw - middle) / np.linalg.norm(jaw - middle, axis=1, keepdims=True)
     assert all(frontal.coverage[int(p[1]), int(p[0])] == 1 for p in jaw - 4 * outward)
@@ -434,7 +460,7 @@ def test_pose_reference_face_choice(pose_models, astronaut_scene):
     assert estimate_head_pose(image, analyzer, landmarks, face="0").face.bbox[0] == pytest.approx(176.0, abs=1e-3)
     with pytest.raises(NoFaceError, match=r"Face index 3 .* only 1 face"):
         estimate_head_pose(image, analyzer, landmarks, face=3)
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(InvalidInputError, match="face must be 'largest' or a face index 0, 1, 2.*'biggest'"):
         estimate_head_pose(image, analyzer, landmarks, face="biggest")
 
 
