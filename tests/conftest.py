@@ -5,6 +5,7 @@ server (when COMFYUI_DIR is set) is started once per session too.
 """
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -29,14 +30,15 @@ class _CheckoutIsAFolder:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_collect_directory(self, path, parent):
-        if path == self.root and (path / "__init__.py").is_file():
+        if (path / "__init__.py").is_file() and path.resolve() == self.root:
             return pytest.Dir.from_parent(parent, path=path)
         return None
 
 
 def pytest_configure(config):
     # registered as a plugin (not a conftest hook), so it also applies to the root folder above tests/
-    config.pluginmanager.register(_CheckoutIsAFolder(config.rootpath), "arc2face-checkout-is-a-folder")
+    checkout = Path(__file__).resolve().parents[1]
+    config.pluginmanager.register(_CheckoutIsAFolder(checkout), "arc2face-checkout-is-a-folder")
 
 
 def _refuse_skip(report) -> None:
