@@ -129,6 +129,22 @@ def expand_latent(samples: torch.Tensor, identities: int, images_per_id: int) ->
                             f"images it must be 1, {identities} or {total}")
 
 
+def expand_batch_index(batch_index, rows: int, total: int) -> list[int]:
+    """The noise indices of the N·k images for a latent of ``rows`` rows that carries ComfyUI's ``batch_index``.
+
+    ComfyUI gives row r of a latent the noise of index ``batch_index[r]`` of a bigger batch (Latent From Batch keeps
+    the indices of the rows it takes). A latent row that stands for g = total/rows images (one identity's k images,
+    or all of them) gives image j the index ``batch_index[r]·g + j``: the images the Sampler made for that row's
+    place in the bigger run, and exactly KSampler's indices when nothing is expanded.
+    """
+    indices = [int(i) for i in batch_index]
+    if len(indices) != rows or any(i < 0 for i in indices):
+        raise InvalidInputError(f"latent_image has {rows} rows but its batch_index lists {indices}: give a latent "
+                                "whose batch_index has one index (0 or more) per row, or none")
+    group = total // rows
+    return [index * group + j for index in indices for j in range(group)]
+
+
 # Conditioning entries (ComfyUI's [[cond, {options}], ...] list) whose option tensors are per identity. ComfyUI tiles
 # a mask batch shorter than the latent batch (m0, m1, m0, m1), so per-identity masks are grouped here like the conds.
 _PER_IDENTITY_OPTIONS = ("pooled_output", "mask")

@@ -6,6 +6,7 @@ pickle that holds more than tensors (which ``weights_only`` refuses to unpickle,
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import zipfile
@@ -62,6 +63,32 @@ def read_checkpoint(path: str | os.PathLike, *, source: str | None = None) -> An
         raise CorruptWeightsError(
             f"{path} could not be read as a PyTorch checkpoint ({type(exc).__name__}: {exc}); it is probably "
             f"truncated or corrupt. {_refetch_hint(path, source)}"
+        ) from exc
+
+
+def check_safetensors_file(path: str | os.PathLike, *, source: str | None = None) -> None:
+    """Refuse a ``.safetensors`` file that is not whole, from its header alone (no tensor is read).
+
+    For files a host reads itself (ComfyUI's UNet and ControlNet loaders): a truncated download would fail there with
+    the bare "incomplete metadata, file not fully covered" of the safetensors library, naming no file. The format:
+    an 8-byte little-endian header length, a JSON header giving each tensor's byte range, then exactly those bytes.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            length = int.from_bytes(fh.read(8), "little") if size >= 8 else 0
+            if not 0 < length <= size - 8:
+                raise ValueError(f"its header length {length} does not fit a file of {size} bytes")
+            header = json.loads(fh.read(length))
+        ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
+        expected = 8 + length + max(ends, default=0)
+        if expected != size:
+            raise ValueError(f"its header describes {expected} bytes but the file has {size}")
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise CorruptWeightsError(
+            f"{path} is not a readable safetensors file ({exc}); it is probably truncated or corrupt. "
+            f"{_refetch_hint(path, source)}"
         ) from exc
 
 

@@ -38,11 +38,11 @@ class Arc2FaceExpressionAdapterLoader:
         import comfy.model_patcher
 
         from ..arc2face_core.expression.adapter import load_expression_adapter
-        from ..arc2face_core.weights import EXPRESSION_ADAPTER, find_weight
+        from ..arc2face_core.weights import EXPRESSION_ADAPTER, HF_URL, find_weight
         from .comfy_paths import model_roots
 
         path = find_weight(EXPRESSION_ADAPTER, model_roots().arc2face, download=download_missing)
-        adapter = load_expression_adapter(path)
+        adapter = load_expression_adapter(path, source=HF_URL)
         return (comfy.model_patcher.ModelPatcher(adapter, load_device=mm.get_torch_device(),
                                                  offload_device=mm.unet_offload_device()),)
 

@@ -58,13 +58,15 @@ class Arc2FaceModelLoader:
     def load(self, weight_dtype: str, download_missing: bool = False):
         import comfy.sd
 
+        from ..arc2face_core.checkpoints import check_safetensors_file
         from ..arc2face_core.identity.encoder import find_id_encoder
-        from ..arc2face_core.weights import UNET, find_weight
+        from ..arc2face_core.weights import HF_URL, UNET, find_weight
         from .comfy_paths import model_roots
 
         roots = model_roots()
         unet_path = find_weight(UNET, roots.arc2face, download=download_missing)
         encoder_paths = find_id_encoder(roots.arc2face, download=download_missing)
+        check_safetensors_file(unet_path, source=HF_URL)   # ComfyUI's loader would name no file
         dtype = _torch_dtype(weight_dtype)
         model = comfy.sd.load_diffusion_model(str(unet_path), model_options={"dtype": dtype} if dtype else {})
         return (model, load_encoder_patcher(*encoder_paths, weight_dtype))

@@ -28,11 +28,13 @@ class Arc2FaceControlNetLoader:
     def load(self, download_missing: bool = False):
         import comfy.controlnet
 
+        from ..arc2face_core.checkpoints import check_safetensors_file
         from ..arc2face_core.errors import WrongModelError
-        from ..arc2face_core.weights import CONTROLNET, find_weight
+        from ..arc2face_core.weights import CONTROLNET, HF_URL, find_weight
         from .comfy_paths import model_roots
 
         path = find_weight(CONTROLNET, model_roots().arc2face, download=download_missing)
+        check_safetensors_file(path, source=HF_URL)   # ComfyUI's loader would name no file
         control_net = comfy.controlnet.load_controlnet(str(path))
         if control_net is None:
             raise WrongModelError(f"ComfyUI did not recognise {path} as a ControlNet; is it Arc2Face's "

@@ -65,6 +65,7 @@ class Arc2FaceSampler:
             LAYOUT_KEY,
             IdentityLayout,
             empty_latent,
+            expand_batch_index,
             expand_conditioning,
             expand_latent,
             identity_count,
@@ -84,10 +85,13 @@ class Arc2FaceSampler:
         if latent_image is None:
             latent = {"samples": empty_latent(total, width, height, mm.intermediate_device())}
         else:
-            latent = {k: v for k, v in latent_image.items() if k != "batch_index"}
+            latent = dict(latent_image)
             latent["samples"] = expand_latent(latent_image["samples"], identities, images_per_id)
             if "noise_mask" in latent:
                 latent["noise_mask"] = expand_latent(latent["noise_mask"], identities, images_per_id)
+            if "batch_index" in latent:   # a slice of a bigger batch (Latent From Batch): keep its noise
+                latent["batch_index"] = expand_batch_index(latent["batch_index"], latent_image["samples"].shape[0],
+                                                           total)
         return comfy_nodes.common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
                                            latent, denoise=denoise)
 

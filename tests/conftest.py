@@ -5,6 +5,7 @@ server (when COMFYUI_DIR is set) is started once per session too.
 """
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,31 @@ from fixtures_faces import *  # noqa: F401,F403  (tiny ONNX detector/recogniser,
 from fixtures_models import *  # noqa: F401,F403  (tiny encoder, UNet, ...)
 
 NO_SKIP = os.environ.get("ARC2FACE_NO_SKIP") == "1"
+
+
+class _CheckoutIsAFolder:
+    """Collect the checkout's root as a plain folder, not as a package.
+
+    The root holds the pack's ``__init__.py`` (ComfyUI imports it as a package), so pytest would import it before any
+    test. That works only when the checkout's folder name is a Python identifier: in ``ComfyUI-Arc2Face`` (a CI
+    clone) or ``issue7-ci`` it is imported as a top-level ``__init__`` and its relative imports fail, which errors
+    every test. The tests import ``arc2face_core`` and the nodes themselves; nothing needs that package import.
+    """
+
+    def __init__(self, root):
+        self.root = root
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collect_directory(self, path, parent):
+        if (path / "__init__.py").is_file() and path.resolve() == self.root:
+            return pytest.Dir.from_parent(parent, path=path)
+        return None
+
+
+def pytest_configure(config):
+    # registered as a plugin (not a conftest hook), so it also applies to the root folder above tests/
+    checkout = Path(__file__).resolve().parents[1]
+    config.pluginmanager.register(_CheckoutIsAFolder(checkout), "arc2face-checkout-is-a-folder")
 
 
 def _refuse_skip(report) -> None:

@@ -121,6 +121,8 @@ def write_inputs(inputs: Path) -> None:
         "arc2face_expression_reference.png": face,
         "arc2face_normals_front.png": sphere_normal_map(),
         "arc2face_normals_turned.png": sphere_normal_map(tilt=0.6),
+        # a 128-px normal map in 4x4 blocks: bilinear and nearest-exact resizes to 128 px both give it back exactly
+        "arc2face_normals_blocks.png": sphere_normal_map(128, tilt=0.3).repeat(4, axis=0).repeat(4, axis=1),
     }
     for name, array in images.items():
         Image.fromarray(array).save(inputs / name)

@@ -1,7 +1,9 @@
 """Compare arc2face_core.smirk's backbone with timm's own ``tf_mobilenetv3_large_minimal_100`` (features_only=True).
 
 Run with an interpreter that has timm (it needs torchvision, so not the pack's test venv), from the repo root or
-anywhere: ``python tests/smirk_timm_check.py``. Prints one JSON line with the largest absolute differences.
+anywhere: ``python tests/smirk_timm_check.py [--write-layout]``. Prints one JSON line with the largest absolute
+differences, and whether tests/data/smirk_expression_encoder_timm.json (the layout the checkpoint builder uses where
+timm does not import) still equals timm's (``--write-layout`` rewrites it).
 
 timm's model gets random weights *and* random BatchNorm statistics (its own init leaves them at 0/1, which would hide
 a wrong eps or a swapped mean/var); they are copied into the pack's model with a strict load, and both run on the same
@@ -17,9 +19,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 
-from arc2face_core.expression.smirk import ExpressionEncoder, MobileNetV3LargeMinimalFeatures  # noqa: E402
+from arc2face_core.expression.smirk import (  # noqa: E402
+    ExpressionEncoder,
+    MobileNetV3LargeMinimalFeatures,
+    load_smirk_encoder,
+)
+from builders import smirk as smirk_builder  # noqa: E402
 
 SIZES = ((224, 224), (225, 199), (97, 130))
 
@@ -82,8 +89,37 @@ def main() -> dict:
         raw_ref = encoder.expression_layers(pooled)
         result["encoder_max_abs_diff"] = float((encoder(x) - raw_ref).abs().max())
     result["max_abs_diff"] = max(worst, result["encoder_max_abs_diff"])
+    result.update(checkpoint_checks())
     return result
 
 
+def checkpoint_checks() -> dict:
+    """The random SMIRK_em1.pt the tests use: its layout is timm's, and the pack's loader + forward give what timm's
+    model with SMIRK's head gives on the same file (the expected values of the forward come from timm here)."""
+    import tempfile
+
+    timm_layout = smirk_builder.timm_layout()
+    out = {"recorded_layout_is_timms": smirk_builder.recorded_layout() == timm_layout,
+           "builder_uses_timm": smirk_builder.expression_encoder_shapes() == timm_layout}
+    with tempfile.TemporaryDirectory() as folder:
+        path = smirk_builder.write_smirk_checkpoint(Path(folder) / "SMIRK_em1.pt", seed=3)
+        state = torch.load(path, weights_only=True)
+        prefix = smirk_builder.CHECKPOINT_PREFIX
+        reference = smirk_builder.timm_expression_encoder().eval()
+        reference.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
+        ours = load_smirk_encoder(path)
+        g = torch.Generator().manual_seed(4)
+        x = torch.rand(3, 3, 224, 224, generator=g)
+        with torch.no_grad():
+            pooled = F.adaptive_avg_pool2d(reference.encoder(x)[-1], (1, 1)).flatten(1)
+            expected = reference.expression_layers(pooled)
+            raw = ours(x)
+        out["checkpoint_forward_max_abs_diff"] = float((raw - expected).abs().max())
+        out["checkpoint_forward_scale"] = float(expected.abs().max())
+    return out
+
+
 if __name__ == "__main__":
+    if "--write-layout" in sys.argv:
+        smirk_builder.write_layout_file(smirk_builder.timm_layout())
     print(json.dumps(main()))

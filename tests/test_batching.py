@@ -9,6 +9,7 @@ from arc2face_core.batching import (
     IdentityLayout,
     chunk_layout,
     empty_latent,
+    expand_batch_index,
     expand_conditioning,
     expand_latent,
     expand_per_identity,
@@ -99,6 +100,20 @@ def test_expand_latent_for_img2img():
     assert expand_latent(full, 2, 3) is full
     with pytest.raises(InvalidInputError, match="must be 1, 2 or 6"):
         expand_latent(labelled(4, 4, 8, 8), 2, 3)
+
+
+def test_batch_index_of_a_latent_slice_by_hand():
+    # rows of a 6-image run taken by Latent From Batch keep their indices when nothing is expanded (KSampler's)
+    assert expand_batch_index([2, 5], rows=2, total=2) == [2, 5]
+    # one row per identity (2 identities × 2 images): identity rows 2 and 3 of a bigger run → images 4, 5 and 6, 7
+    assert expand_batch_index([2, 3], rows=2, total=4) == [4, 5, 6, 7]
+    # one shared row that was index 1, for 3 images: the 3 images the Sampler made for index 1 (3, 4, 5)
+    assert expand_batch_index([1], rows=1, total=3) == [3, 4, 5]
+    assert expand_batch_index([0], rows=1, total=3) == [0, 1, 2]   # index 0 = no batch_index at all
+    with pytest.raises(InvalidInputError, match=r"latent_image has 2 rows but its batch_index lists \[4\]"):
+        expand_batch_index([4], rows=2, total=4)
+    with pytest.raises(InvalidInputError, match=r"batch_index lists \[-1\]: give a latent whose batch_index has one"):
+        expand_batch_index([-1], rows=1, total=2)
 
 
 # ------------------------------------------------------------------------------------ the layout patches read

@@ -80,3 +80,42 @@ def test_unknown_extension(tmp_path):
 def test_unreadable_path(tmp_path):
     with pytest.raises(CorruptWeightsError, match="Cannot read"):
         read_checkpoint(os.path.join(tmp_path, "absent.bin"))
+
+
+def _safetensors_reads(path) -> bool:
+    """The safetensors library's own verdict: the file opens and every tensor reads."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            for name in fh.keys():
+                fh.get_tensor(name)
+        return True
+    except Exception:
+        return False
+
+
+@pytest.mark.parametrize("damage", ["whole", "cut in the data", "cut in the header", "8 bytes", "empty",
+                                    "extra bytes", "garbage header length", "not json"])
+def test_safetensors_check_agrees_with_the_library(tmp_path, damage):
+    from arc2face_core.checkpoints import check_safetensors_file
+
+    path = tmp_path / "model.safetensors"
+    save_file({"a.weight": torch.randn(64, 32), "b.bias": torch.randn(7)}, str(path), metadata={"format": "pt"})
+    data = path.read_bytes()
+    header_end = 8 + int.from_bytes(data[:8], "little")
+    damaged = {"whole": data, "cut in the data": data[:-100], "cut in the header": data[:header_end - 5],
+               "8 bytes": data[:8], "empty": b"", "extra bytes": data + b"\0" * 16,
+               "garbage header length": (10 ** 12).to_bytes(8, "little") + data[8:],
+               "not json": data[:8] + b"x" * (header_end - 8) + data[header_end:]}[damage]
+    path.write_bytes(damaged)
+    readable = _safetensors_reads(path)
+    assert readable == (damage == "whole")
+    if readable:
+        check_safetensors_file(path, source="https://example.org/model")
+        return
+    with pytest.raises(CorruptWeightsError) as err:
+        check_safetensors_file(path, source="https://example.org/model")
+    assert str(err.value).startswith(f"{path} is not a readable safetensors file (")
+    assert f"it is probably truncated or corrupt. Delete {path} and download it again from https://example.org/model."\
+        in str(err.value)

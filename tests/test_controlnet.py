@@ -30,11 +30,11 @@ from arc2face_core.errors import CorruptWeightsError, InvalidInputError, Weights
 from arc2face_core.headless.cli import main as cli_main
 from arc2face_core.headless.controlnet import control_active, control_image, find_controlnet, load_controlnet
 from arc2face_core.headless.model_files import load_unet, load_vae
-from arc2face_core.headless.pipeline import SD15_SCHEDULER_CONFIG, Arc2FacePipeline
+from arc2face_core.headless.pipeline import Arc2FacePipeline
 from arc2face_core.identity.embeddings import random_identities
-from arc2face_core.pose.hint import BACKGROUND, prepare_normal_map
+from arc2face_core.pose.hint import prepare_normal_map
 from arc2face_core.weights import ModelRoots
-from builders.tiny_diffusers import TINY_CONTROLNET_CONFIG, write_tiny_controlnet
+from builders.tiny_diffusers import SD15_SCHEDULER_CONFIG, TINY_CONTROLNET_CONFIG, write_tiny_controlnet
 from fixtures_models import link_or_copy
 
 diffusers = pytest.importorskip("diffusers")
@@ -44,6 +44,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE, STEPS = 32, 3     # 32x32 images, 16x16 latents: the tiny UNet's attention over 256 cells, not 1024
+BACKGROUND = 0.5        # the training hints' background: a zero normal encoded as n * 0.5 + 0.5
 
 
 def sphere_normals(size: int, centre: tuple[float, float] = (0.0, 0.0), radius: float = 0.8) -> torch.Tensor:
@@ -287,7 +288,8 @@ def cli_base(tmp_path_factory, tiny_controlnet_root):
     return base
 
 
-def cli_args(base: Path, vae: Path, out: str, *extra: str) -> list[str]:
+def cli_args(base: Path, vae: Path, out: str | Path, *extra: str) -> list[str]:
+    """The CLI's arguments for the models under ``base``, writing to ``base / out`` (or ``out`` when absolute)."""
     return ["--models", str(base / "models"), "--vae", str(vae), "--steps", "2", "--width", str(SIZE),
             "--height", str(SIZE), "--images-per-id", "1", "--out", str(base / out), "--device", "cpu", *extra]
 
@@ -297,18 +299,18 @@ def read_map(path: Path) -> torch.Tensor:
     return torch.from_numpy(np.asarray(Image.open(path), dtype=np.float32) / 255).unsqueeze(0)
 
 
-def test_cli_with_normal_maps(cli_base, tiny_vae_folder, tiny_control_pipeline):
+def test_cli_with_normal_maps(cli_base, tiny_vae_folder, tiny_control_pipeline, tmp_path):
     """``python -m arc2face_core`` with two identities, one normal map each (files of other sizes and backgrounds),
     one identity per batch: the images are the API's with both identities in one batch, and settings.json records
     the pose."""
-    args = cli_args(cli_base, tiny_vae_folder, "posed", "--random-identities", "2", "--seed", "6",
+    out = tmp_path / "posed"   # this test's own folder: it can run again in the same session
+    args = cli_args(cli_base, tiny_vae_folder, out, "--random-identities", "2", "--seed", "6",
                     "--normal-map", str(cli_base / "left.png"), "--normal-map", str(cli_base / "right.png"),
                     "--control-scale", "0.8", "--control-end", "0.9")
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
     result = subprocess.run([sys.executable, "-m", "arc2face_core", *args], cwd=cli_base, env=env,
                             capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr
-    out = cli_base / "posed"
     hints = torch.cat([prepare_normal_map(read_map(cli_base / name)) for name in ("left.png", "right.png")])
     expected = tiny_control_pipeline.generate(random_identities(2, seed=6), 1, steps=2, width=SIZE, height=SIZE, seed=6,
                                               hint=hints, control_scale=0.8, control_end=0.9)

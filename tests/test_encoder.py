@@ -18,6 +18,7 @@ from arc2face_core.errors import CorruptWeightsError, InvalidInputError, Weights
 from arc2face_core.identity import prompt_tokens as tok
 from arc2face_core.identity.encoder import find_id_encoder, load_id_encoder
 from builders.clip_encoder import write_encoder
+from numerics import ulps
 
 transformers = pytest.importorskip("transformers")
 
@@ -132,12 +133,20 @@ def test_missing_config_is_derived_from_the_weights(tmp_path, id_encoder):
     torch.testing.assert_close(derived.encode(embeds)[0], id_encoder.encode(embeds)[0], atol=0, rtol=0)
 
 
-def test_half_precision_load(encoder_root, id_encoder):
-    half = load_id_encoder(encoder_root / "encoder" / "pytorch_model.bin", dtype=torch.bfloat16)
-    embeds = unit_rows(1, seed=7)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_load(encoder_root, hf_clip, dtype):
+    """Loaded in half precision, the encoder computes in it: within one unit in the last place of transformers'
+    CLIPTextModel computing in that dtype (the same maths), and several units from the float32 maths (so the
+    comparison tells the dtypes apart; a tolerance loose enough for both would pass on a wrong dtype path)."""
+    half = load_id_encoder(encoder_root / "encoder" / "pytorch_model.bin", dtype=dtype)
+    reference = transformers.CLIPTextModel.from_pretrained(encoder_root / "encoder", torch_dtype=dtype).eval()
+    embeds = unit_rows(2, seed=7)
     out, _ = half.encode(embeds)
-    assert out.dtype == torch.bfloat16
-    torch.testing.assert_close(out.float(), id_encoder.encode(embeds)[0], atol=0.1, rtol=0.05)
+    assert out.dtype == dtype
+    same_maths, _ = reference_positive(reference, embeds)
+    float_maths, _ = reference_positive(hf_clip, embeds)
+    assert ulps(out, same_maths, dtype) <= 1.0
+    assert ulps(out, float_maths, dtype) > 2.0
 
 
 def test_a_missing_tensor_is_an_error_not_a_silent_random_weight(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 from pathlib import Path
 
 import cv2
@@ -360,18 +361,45 @@ def test_other_antelopev2_files_are_not_opened(models_copy: ModelRoots, face_ana
     assert torch.equal(analyzer.embed(image).embeds, face_analyzer.embed(image).embeds)
 
 
-def test_loading_never_downloads(models_copy: ModelRoots, monkeypatch):
-    import insightface.model_zoo.model_zoo as zoo
-    import insightface.utils.storage as storage
+@pytest.fixture
+def network_attempts(monkeypatch) -> list:
+    """Every name lookup or connection attempted during the test, each refused (no test may use the network)."""
+    attempts: list = []
 
     def refuse(*args, **kwargs):
-        raise AssertionError("insightface tried to download")
+        attempts.append(args[:2])
+        raise OSError("a test tried to use the network")
 
-    monkeypatch.setattr(zoo, "download_onnx", refuse)
-    monkeypatch.setattr(storage, "download_file", refuse, raising=False)
-    _detector_file(models_copy).unlink()
-    with pytest.raises(WeightsNotFoundError):
-        load_face_analyzer(models_copy, CPU, download=True)   # the detector cannot be downloaded by the pack
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    return attempts
+
+
+def test_loading_never_downloads(models_copy: ModelRoots, network_attempts, monkeypatch, tmp_path):
+    """Every file in place and the download switch on: both files go through insightface's model_zoo, and nothing
+    touches the network. The guard does catch insightface's own downloader (the last lines: a pack that is not there
+    is fetched by insightface's storage helper, which FaceAnalysis would call)."""
+    from insightface import model_zoo
+    from insightface.utils import storage
+
+    loaded = []
+    real_get_model = model_zoo.get_model
+
+    def counted_get_model(name, **kwargs):
+        loaded.append(Path(name).name)
+        return real_get_model(name, **kwargs)
+
+    monkeypatch.setattr(model_zoo, "get_model", counted_get_model)
+    monkeypatch.setenv("HOME", str(tmp_path))   # insightface's default root is ~/.insightface
+    analyzer = load_face_analyzer(models_copy, CPU, download=True)
+    assert sorted(loaded) == ["arcface.onnx", "scrfd_10g_bnkps.onnx"]
+    assert analyzer.recogniser_path == _arcface_file(models_copy)
+    assert network_attempts == []
+
+    with pytest.raises(OSError):
+        storage.download("models", "antelopev2", root=str(tmp_path / "insightface"))
+    assert network_attempts, "the guard did not see insightface's download"
 
 
 def test_unavailable_provider(models_copy: ModelRoots):

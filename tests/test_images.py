@@ -111,7 +111,7 @@ def test_crops_back_to_comfy_image():
 def test_crops_back_refuses_mixed_sizes_and_empty_lists():
     with pytest.raises(InvalidInputError, match="one size"):
         bgr_uint8_to_image([np.zeros((4, 4, 3), np.uint8), np.zeros((5, 4, 3), np.uint8)])
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(InvalidInputError, match="No images to stack"):
         bgr_uint8_to_image([])
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(InvalidInputError, match="Expected uint8 BGR images"):
         bgr_uint8_to_image([np.zeros((4, 4, 3), np.float32)])

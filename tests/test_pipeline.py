@@ -27,10 +27,16 @@ from safetensors.torch import load_file, save_file
 from arc2face_core.errors import CorruptWeightsError, InvalidInputError, WeightsNotFoundError, WrongModelError
 from arc2face_core.headless.cli import main as cli_main
 from arc2face_core.headless.model_files import SD15_VAE_CONFIG, load_unet, load_vae
-from arc2face_core.headless.pipeline import SD15_SCHEDULER_CONFIG, Arc2FacePipeline, initial_noise, make_scheduler
+from arc2face_core.headless.pipeline import Arc2FacePipeline, initial_noise, make_scheduler
 from arc2face_core.identity.embeddings import random_identities
 from arc2face_core.weights import ModelRoots
-from builders.tiny_diffusers import TINY_VAE_CONFIG, write_tiny_unet, write_tiny_vae_file, write_tiny_vae_ldm_file
+from builders.tiny_diffusers import (
+    SD15_SCHEDULER_CONFIG,
+    TINY_VAE_CONFIG,
+    write_tiny_unet,
+    write_tiny_vae_file,
+    write_tiny_vae_ldm_file,
+)
 from fixtures_faces import write_face_models
 from fixtures_models import link_or_copy
 
@@ -260,7 +266,8 @@ def cli_models(tmp_path_factory, astronaut_scene, tiny_arc2face_root, tiny_vae_f
     return base
 
 
-def cli_command(base: Path, vae: Path, out: str, *extra: str) -> list[str]:
+def cli_command(base: Path, vae: Path, out: str | Path, *extra: str) -> list[str]:
+    """The CLI on the models under ``base``, writing to ``base / out`` (or to ``out`` when it is absolute)."""
     return [sys.executable, "-m", "arc2face_core", "--models", str(base / "models"), "--vae", str(vae), "--steps", "2",
             "--width", "64", "--height", "64", "--images-per-id", "2", "--out", str(base / out), "--device", "cpu",
             *extra]
@@ -286,7 +293,7 @@ def cli_runs(cli_models, tiny_vae_folder) -> dict[str, subprocess.CompletedProce
     return results
 
 
-def in_process_args(base: Path, vae: Path, out: str, *extra: str) -> list[str]:
+def in_process_args(base: Path, vae: Path, out: str | Path, *extra: str) -> list[str]:
     return cli_command(base, vae, out, *extra)[3:]
 
 
@@ -312,10 +319,11 @@ def test_cli_from_a_photo(cli_models, cli_runs, tiny_pipeline, face_analyzer, as
     assert settings["images"] == list(pngs)
 
 
-def test_cli_average_of_photos(cli_models, tiny_vae_folder, face_analyzer, astronaut_scene):
-    photo, mirrored = str(cli_models / "astronaut.png"), cli_models / "mirrored.png"
+def test_cli_average_of_photos(cli_models, tiny_vae_folder, face_analyzer, astronaut_scene, tmp_path):
+    photo, mirrored = str(cli_models / "astronaut.png"), tmp_path / "mirrored.png"
     Image.fromarray(np.ascontiguousarray(astronaut_scene.image[:, ::-1])).save(mirrored)   # a second, other photo
-    args = in_process_args(cli_models, tiny_vae_folder, "average", "--image", photo, "--image", str(mirrored),
+    out = tmp_path / "average"   # this test's own folder: it can run again in the same session
+    args = in_process_args(cli_models, tiny_vae_folder, out, "--image", photo, "--image", str(mirrored),
                            "--average", "-q")
     # The rigged detector reports the same box in both photos; the mirrored crop gives another embedding.
     assert cli_main(args) == 0
@@ -323,9 +331,9 @@ def test_cli_average_of_photos(cli_models, tiny_vae_folder, face_analyzer, astro
                                 (astronaut_scene.image, np.ascontiguousarray(astronaut_scene.image[:, ::-1]))]).embeds
     assert (both[0] - both[1]).norm() > 0.1
     mean = both.mean(dim=0, keepdim=True)
-    saved = torch.load(cli_models / "average" / "embeddings.pt", weights_only=True)
+    saved = torch.load(out / "embeddings.pt", weights_only=True)
     torch.testing.assert_close(saved, mean / mean.norm(), atol=1e-6, rtol=0)
-    assert len(read_pngs(cli_models / "average")) == 2
+    assert len(read_pngs(out)) == 2
 
 
 def test_cli_black_photo_is_a_clear_error(cli_models, cli_runs):
@@ -335,7 +343,7 @@ def test_cli_black_photo_is_a_clear_error(cli_models, cli_runs):
     assert not (cli_models / "black").exists()
 
 
-def test_cli_random_identities_and_rerun_from_embeddings(cli_models, cli_runs, tiny_vae_folder, capsys):
+def test_cli_random_identities_and_rerun_from_embeddings(cli_models, cli_runs, tiny_vae_folder, capsys, tmp_path):
     result = cli_runs["random"]
     assert result.returncode == 0, result.stderr
     out = cli_models / "random"
@@ -345,10 +353,10 @@ def test_cli_random_identities_and_rerun_from_embeddings(cli_models, cli_runs, t
     assert torch.equal(saved, random_identities(3, seed=4))    # --identity-seed defaults to --seed
 
     # Same identities from the saved file, one identity per batch (the default): the same images.
-    rerun = in_process_args(cli_models, tiny_vae_folder, "rerun", "--embeddings", str(out / "embeddings.pt"),
-                            "--seed", "4")
+    rerun = in_process_args(cli_models, tiny_vae_folder, tmp_path / "rerun", "--embeddings",
+                            str(out / "embeddings.pt"), "--seed", "4")
     assert cli_main(rerun + ["-q"]) == 0
-    for name, image in read_pngs(cli_models / "rerun").items():
+    for name, image in read_pngs(tmp_path / "rerun").items():
         assert np.abs(image.astype(int) - pngs[name].astype(int)).max() <= 1
     # A second run into the same folder refuses to overwrite without --overwrite.
     assert cli_main(rerun + ["-q"]) == 2

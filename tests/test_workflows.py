@@ -18,7 +18,9 @@ from builders.ui_workflows import FILE_COMBOS, check_ui_workflow, layout_problem
 
 REPO = Path(__file__).resolve().parents[1]
 SNAPSHOT = json.loads((REPO / "tests" / "data" / "object_info.json").read_text())
-REQUIRED = {"arc2face_basic", "arc2face_average", "arc2face_blend", "arc2face_ksampler", "arc2face_identity_check"}
+REQUIRED = {"arc2face_basic", "arc2face_average", "arc2face_blend", "arc2face_ksampler", "arc2face_pose",
+            "arc2face_pose_angles", "arc2face_expression", "arc2face_expression_manual", "arc2face_identity_check"}
+SHIPPED = sorted(p.stem for p in (REPO / "workflows").glob("*.json"))
 
 
 def load(name: str) -> dict:
@@ -35,15 +37,15 @@ def widget_value(node: dict, name: str):
 
 
 def test_the_required_workflows_ship():
-    assert {p.stem for p in (REPO / "workflows").glob("*.json")} >= REQUIRED
+    assert set(SHIPPED) >= REQUIRED
 
 
-@pytest.mark.parametrize("name", sorted(REQUIRED))
+@pytest.mark.parametrize("name", SHIPPED)
 def test_workflow_is_consistent_with_the_nodes(name):
     assert check_ui_workflow(load(name), SNAPSHOT, FILE_COMBOS) == []
 
 
-@pytest.mark.parametrize("name", sorted(REQUIRED))
+@pytest.mark.parametrize("name", SHIPPED)
 def test_api_prompt_has_every_required_input(name):
     prompt = ui_to_api(load(name), SNAPSHOT)
     for node_id, node in prompt.items():
@@ -86,7 +88,7 @@ def test_what_each_workflow_does():
     assert (similarity["id"], 0, flt["id"], 1) in links                  # scores -> filter
     assert any(src == similarity["id"] and slot == 1 for src, slot, _, _ in links)   # the report is shown
 
-    for name in REQUIRED:
+    for name in SHIPPED:
         vae = by_type(load(name), "VAELoader")[0]
         assert vae["properties"]["models"][0]["directory"] == "vae"
 
@@ -105,6 +107,42 @@ def test_one_expression_drives_the_flame_hint_and_the_adapter():
     assert widget_value(angles, "yaw") == 30.0
 
 
+def feeds(workflow: dict, source_type: str, target_type: str, input_name: str) -> bool:
+    """Whether an output of a ``source_type`` node is linked to input ``input_name`` of a ``target_type`` node."""
+    types = {n["id"]: n["type"] for n in workflow["nodes"]}
+    for target in by_type(workflow, target_type):
+        link = next(i["link"] for i in target["inputs"] if i["name"] == input_name)
+        if any(l[0] == link and types[l[1]] == source_type for l in workflow["links"]):
+            return True
+    return False
+
+
+def test_what_the_pose_and_expression_workflows_do():
+    for name, hint in (("arc2face_pose", "Arc2FaceNormalMapFromPhoto"), ("arc2face_pose_angles",
+                                                                         "Arc2FaceNormalMapFromAngles")):
+        pose = load(name)
+        assert feeds(pose, hint, "Arc2FacePoseControlNet", "normal_map")
+        assert feeds(pose, "Arc2FaceControlNetLoader", "Arc2FacePoseControlNet", "control_net")
+        for half in ("positive", "negative"):   # the control on both CFG halves, as the reference
+            assert feeds(pose, "Arc2FaceEncoder", "Arc2FacePoseControlNet", half)
+            assert feeds(pose, "Arc2FacePoseControlNet", "Arc2FaceSampler", half)
+        control = by_type(pose, "Arc2FacePoseControlNet")[0]
+        assert [widget_value(control, w) for w in ("strength", "start_percent", "end_percent")] == [1.0, 0.0, 1.0]
+        assert widget_value(by_type(pose, "Arc2FaceSampler")[0], "images_per_id") == 4
+    assert len(by_type(load("arc2face_pose"), "LoadImage")) == 2   # identity photo and pose reference
+    assert not feeds(load("arc2face_pose"), "Arc2FaceNormalMapFromAngles", "Arc2FacePoseControlNet", "normal_map")
+
+    for name, source in (("arc2face_expression", "Arc2FaceExpressionFromImage"),
+                         ("arc2face_expression_manual", "Arc2FaceExpression")):
+        expression = load(name)
+        assert feeds(expression, source, "Arc2FaceExpressionAdapter", "expression")
+        assert feeds(expression, "Arc2FaceModelLoader", "Arc2FaceExpressionAdapter", "model")
+        assert feeds(expression, "Arc2FaceExpressionAdapter", "Arc2FaceSampler", "model")
+        assert widget_value(by_type(expression, "Arc2FaceExpressionAdapter")[0], "weight") == 1.0
+    manual = by_type(load("arc2face_expression_manual"), "Arc2FaceExpression")[0]
+    assert widget_value(manual, "jaw_open") > 0    # "an expression set by hand (jaw open)"
+
+
 def generator():
     spec = importlib.util.spec_from_file_location("build_workflows", REPO / "scripts" / "build_workflows.py")
     module = importlib.util.module_from_spec(spec)
@@ -120,10 +158,7 @@ def test_committed_workflows_equal_the_generator_output():
         assert module.build(name, SNAPSHOT) == load(name), f"run scripts/build_workflows.py ({name})"
 
 
-ALL = sorted(p.stem for p in (REPO / "workflows").glob("*.json"))
-
-
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", SHIPPED)
 def test_every_workflow_is_tidy_and_explains_itself(name):
     """No overlapping nodes, links left to right, and a Note: what it does, the files it needs, what to try first."""
     workflow = load(name)

@@ -1,9 +1,16 @@
 """Write a random-weight ``SMIRK_em1.pt`` in the real key layout.
 
 The real file is a flat state dict of the whole SMIRK model (zip-format torch pickle). The Expression Adapter uses only
-``smirk_encoder.expression_encoder.*``: timm's ``tf_mobilenetv3_large_minimal_100`` backbone under ``encoder.`` and
-``expression_layers.0`` (Linear 960 → 55). The file written here has those tensors (random, BatchNorm running stats
-and ``num_batches_tracked`` included) plus decoys standing for SMIRK's other parts, which a loader must ignore.
+``smirk_encoder.expression_encoder.*``: timm's ``tf_mobilenetv3_large_minimal_100`` backbone (``features_only``) under
+``encoder.`` and ``expression_layers.0`` (Linear 960 → 55), as SMIRK's ``smirk_encoder.py`` names them. The file
+written here has those tensors (random, BatchNorm running stats and ``num_batches_tracked`` included) plus decoys
+standing for SMIRK's other parts, which a loader must ignore.
+
+Names, shapes and dtypes come from timm's own model where timm imports (the ComfyUI venv), else from
+``tests/data/smirk_expression_encoder_timm.json``, which ``tests/smirk_timm_check.py --write-layout`` writes from timm
+(and whose check fails when the file no longer equals timm's model). Never from the pack's own encoder: a name the
+pack spells differently from timm then fails its strict loader. The random values depend only on the layout and the
+seed, so both sources write the same file.
 
 The backbone is full size (1.4 M parameters, ~5.7 MB): its key layout is what the test is about, and it cannot be
 shrunk without changing the layout.
@@ -11,33 +18,70 @@ shrunk without changing the layout.
 
 from __future__ import annotations
 
+import functools
+import json
 from pathlib import Path
 
 import torch
 
-from arc2face_core.expression.smirk import CHECKPOINT_PREFIX, ExpressionEncoder
+CHECKPOINT_PREFIX = "smirk_encoder.expression_encoder."   # written out here, not read from the pack
+LAYOUT_FILE = Path(__file__).resolve().parents[1] / "data" / "smirk_expression_encoder_timm.json"
+BACKBONE = "tf_mobilenetv3_large_minimal_100"
+EXPRESSION_HEAD = ("expression_layers", 960, 55)
 
-# Tensors of other SMIRK parts (shape/pose encoders, the generator); names as in SMIRK's training checkpoint.
+# Tensors of other SMIRK parts (pose and shape encoders, the generator); names as in SMIRK's training checkpoint. The
+# pose encoder is the small MobileNetV3 (576 features), the shape encoder the large one (960).
 DECOYS: dict[str, tuple[int, ...]] = {
     "smirk_encoder.pose_encoder.encoder.conv_stem.weight": (16, 3, 3, 3),
-    "smirk_encoder.pose_encoder.pose_cam_layers.0.weight": (6, 960),
+    "smirk_encoder.pose_encoder.pose_cam_layers.0.weight": (6, 576),
     "smirk_encoder.shape_encoder.encoder.conv_stem.weight": (16, 3, 3, 3),
     "smirk_encoder.shape_encoder.shape_layers.0.weight": (300, 960),
     "smirk_generator.encoder.0.conv.weight": (32, 6, 3, 3),
     # same tail as a real key, under another part: must not be taken for the expression encoder
-    "smirk_encoder.pose_encoder.expression_layers.0.weight": (55, 960),
+    "smirk_encoder.pose_encoder.expression_layers.0.weight": (55, 576),
 }
+
+
+def timm_expression_encoder() -> torch.nn.Module:
+    """SMIRK's expression encoder built as SMIRK builds it: timm's backbone (features_only) and a one-Linear head."""
+    import timm
+
+    module = torch.nn.Module()
+    module.encoder = timm.create_model(BACKBONE, pretrained=False, features_only=True)
+    name, features, outputs = EXPRESSION_HEAD
+    setattr(module, name, torch.nn.Sequential(torch.nn.Linear(features, outputs)))
+    return module
+
+
+def timm_layout() -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    with torch.device("meta"):
+        model = timm_expression_encoder()
+    return {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
+
+
+def recorded_layout() -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    raw = json.loads(LAYOUT_FILE.read_text())
+    return {k: (tuple(shape), getattr(torch, dtype)) for k, (shape, dtype) in raw.items()}
+
+
+def write_layout_file(layout: dict[str, tuple[tuple[int, ...], torch.dtype]]) -> None:
+    lines = [f" {json.dumps(k)}: [{json.dumps(list(shape))}, {json.dumps(str(dtype).removeprefix('torch.'))}]"
+             for k, (shape, dtype) in layout.items()]
+    LAYOUT_FILE.write_text("{\n" + ",\n".join(lines) + "\n}\n")
+
+
+@functools.lru_cache(maxsize=1)
+def expression_encoder_shapes() -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """Names (without the prefix), shapes and dtypes of SMIRK's expression encoder, as timm and SMIRK name them."""
+    try:
+        import timm  # noqa: F401
+    except ImportError:
+        return recorded_layout()
+    return timm_layout()
 
 
 # BatchNorm weights closing a residual branch: bn3 of the inverted residuals, bn2 of the depthwise-separable block
 RESIDUAL_BRANCH_NORMS = (".bn3.weight", "blocks.0.0.bn2.weight")
-
-
-def expression_encoder_shapes() -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
-    """Names (without the prefix), shapes and dtypes of the expression encoder's state dict."""
-    with torch.device("meta"):
-        model = ExpressionEncoder()
-    return {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
 
 
 def random_expression_encoder_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:

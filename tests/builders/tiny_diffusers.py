@@ -18,6 +18,14 @@ from pathlib import Path
 
 import torch
 
+# stable-diffusion-v1-5's scheduler/scheduler_config.json, written out here: the reference pipelines of the tests are
+# built from it (the reference's DPMSolverMultistepScheduler.from_config(<this>)), never from the pack's own copy.
+SD15_SCHEDULER_CONFIG = {
+    "_class_name": "PNDMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
+    "clip_sample": False, "num_train_timesteps": 1000, "set_alpha_to_one": False, "skip_prk_steps": True,
+    "steps_offset": 1, "trained_betas": None,
+}
+
 from builders.sd15_random import _init_args, random_like_module, write_unet
 
 TINY_UNET_CONFIG = {

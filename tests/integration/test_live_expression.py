@@ -87,6 +87,37 @@ def test_each_identity_keeps_its_own_expression_across_images_per_id(comfy):
     assert not np.allclose(swapped.numpy(), alone.numpy(), atol=1e-2)
 
 
+def test_one_expression_serves_every_identity_and_image(comfy):
+    """One hand-made expression for 2 identities x 2 images: identity b's images equal b alone with the same
+    expression (KSampler, batch indices 2 and 3), and differ from b's images without the adapter."""
+    t = tag()
+    prompt = identities_prompt(["arc2face_person_a.png", "arc2face_person_b.png"])
+    prompt.update({
+        "40": {"class_type": "Arc2FaceExpressionAdapterLoader", "inputs": {}},
+        "43": {"class_type": "Arc2FaceExpression", "inputs": {"jaw_open": 0.3, "eyelid_left": 0.0,
+                                                             "eyelid_right": 0.0, "coefficients": "1.0, -0.5"}},
+        "44": {"class_type": "Arc2FaceExpressionAdapter", "inputs": {
+            "model": ["1", 0], "adapter": ["40", 0], "expression": ["43", 0], "weight": 1.0,
+            "start_percent": 0.0, "end_percent": 1.0}},
+        "45": sampler(["6", 0], ["6", 1], model=["44", 0], images_per_id=2),
+        "20": {"class_type": "Arc2FaceArcFaceEmbed", "inputs": {"arcface": ["2", 0], "image": ["4", 0],
+                                                               "face": "largest"}},
+        "21": {"class_type": "Arc2FaceEncoder", "inputs": {"encoder": ["1", 1], "embeds": ["20", 0]}},
+        "22": empty_latent(4),
+        "23": {"class_type": "LatentFromBatch", "inputs": {"samples": ["22", 0], "batch_index": 2, "length": 2}},
+        "26": ksampler(["21", 0], ["21", 1], ["23", 0], model=["44", 0]),
+        "30": ksampler(["21", 0], ["21", 1], ["23", 0]),
+    })
+    save_latent(prompt, "47", "45", f"x_{t}")
+    save_latent(prompt, "27", "26", f"y_{t}")
+    save_latent(prompt, "31", "30", f"z_{t}")
+    comfy.run_ok(prompt)
+    grouped, alone, plain = (comfy.saved_latent(f"{p}_{t}") for p in "xyz")
+    assert grouped.shape == (4, 4, 8, 8) and alone.shape == (2, 4, 8, 8)
+    np.testing.assert_allclose(grouped[2:].numpy(), alone.numpy(), rtol=1e-4, atol=1e-3)
+    assert not np.allclose(plain.numpy(), alone.numpy(), atol=1e-2)   # the expression acts
+
+
 def test_expressions_that_fit_no_identity_layout_are_an_error(comfy):
     """The stock KSampler on 4 latents: 4 identities, so 2 expressions cannot be paired (once silently 2+2)."""
     prompt = _expression_prompt(["arc2face_face.png"], ["arc2face_person_a.png", "arc2face_person_b.png"], 1,

@@ -33,11 +33,18 @@ def _pose_prompt(images: list[str], hints: list[str], tag: str, *, strength: flo
 
 
 def test_pose_node_equals_the_stock_controlnet_apply(comfy):
-    """Both CFG halves, strength and range exactly as ComfyUI's own Apply ControlNet; each loader's ControlNet works
-    with the other's node. At 512 px the hint is used as is (no resize), so the results must be identical."""
+    """Both CFG halves, strength and range exactly as ComfyUI's own Apply ControlNet (Advanced); each loader's
+    ControlNet works with the other's node.
+
+    At 128 px ComfyUI resizes every hint to 128 before the ControlNet sees it: ours bilinearly (smooth normals), the
+    stock node nearest-exact, so a smooth hint would differ by design. The hint here is a 128-px normal map blown up
+    to 512 in 4x4 blocks: our node leaves it as it is (already square, 512, mid-grey background), and both resizes
+    take each output pixel from inside one block (bilinear reads source pixels 4i+1 and 4i+2, nearest-exact 4i+2),
+    so both ControlNets get the same 128-px hint and the latents must be identical."""
     tag = uuid.uuid4().hex[:8]
-    prompt = _pose_prompt(["arc2face_face.png"], ["arc2face_normals_front.png"], tag, strength=0.7, start=0.0,
-                          end=0.5, size=512, steps=2)
+    size = 128
+    prompt = _pose_prompt(["arc2face_face.png"], ["arc2face_normals_blocks.png"], tag, strength=0.7, start=0.0,
+                          end=0.5, size=size, steps=2)
     prompt["30"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name":
                                                                  STOCK_CONTROLNET}}
     prompt.update({
@@ -47,7 +54,7 @@ def test_pose_node_equals_the_stock_controlnet_apply(comfy):
             "strength": 0.7, "start_percent": 0.0, "end_percent": 0.5}},
         "42": {"class_type": "KSampler", "inputs": dict(SAMPLING, model=["1", 0], positive=["41", 0],
                                                         negative=["41", 1], latent_image=["43", 0], denoise=1.0)},
-        "43": {"class_type": "EmptyLatentImage", "inputs": {"width": 512, "height": 512, "batch_size": 1}},
+        "43": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}},
         "44": {"class_type": "SaveLatent", "inputs": {"samples": ["42", 0], "filename_prefix": f"latents/s_{tag}"}},
         "45": {"class_type": "KSampler", "inputs": dict(SAMPLING, model=["1", 0], positive=["6", 0],
                                                         negative=["6", 1], latent_image=["43", 0], denoise=1.0)},
@@ -56,6 +63,7 @@ def test_pose_node_equals_the_stock_controlnet_apply(comfy):
     entry = comfy.run(prompt)
     assert entry["status"]["status_str"] == "success", error_of(entry)
     ours, stock, free = (comfy.saved_latent(f"{p}_{tag}") for p in ("p", "s", "n"))
+    assert ours.shape == (1, 4, size // 8, size // 8)
     assert np.array_equal(ours.numpy(), stock.numpy())
     assert not np.allclose(ours.numpy(), free.numpy(), atol=1e-3)   # the control does act
 
@@ -101,6 +109,11 @@ def test_pose_errors(comfy):
     prompt = _pose_prompt(["arc2face_face.png"], ["arc2face_normals_front.png", "arc2face_normals_turned.png"], tag)
     entry = comfy.run(prompt)   # one identity, two normal maps
     assert entry["status"]["status_str"] == "error"
-    assert "normal_map has a batch of 2 but the conditioning holds 1 identities" in error_of(entry)
+    assert "InvalidInputError: normal_map has a batch of 2 but the conditioning holds 1 identities" in error_of(entry)
+
+    prompt = _pose_prompt(["arc2face_face.png"], ["arc2face_normals_front.png"], tag, start=0.6, end=0.4)
+    error = comfy.run_error(prompt)
+    assert ("InvalidInputError: start_percent (0.6) is after end_percent (0.4): the control would never act"
+            in error), error
 
 
