@@ -23,13 +23,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import face_shapes
 from builders import clip_encoder, exp_adapter, onnx_faces, onnx_landmarks, sd15_random, smirk
 from comfyui_client import Comfy
 
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
 REPO = Path(__file__).resolve().parents[1]
 PACK_LINK_NAME = "arc2face"
-REFERENCE_POSE = (10.0, -25.0, 5.0)   # pitch, yaw, roll the rigged 1k3d68 model reports for the astronaut
+REFERENCE_POSE = (10.0, -25.0, 5.0)   # pitch, yaw, roll of the face the rigged 1k3d68 model reports for the astronaut
 STOCK_CONTROLNET = "arc2face_pose_controlnet.safetensors"   # the random ControlNet, also for the stock loader
 
 
@@ -44,7 +45,7 @@ def comfyui_dir() -> Path:
 
 def _builders_stamp() -> str:
     digest = hashlib.sha256()
-    for module in (clip_encoder, exp_adapter, onnx_faces, onnx_landmarks, sd15_random, smirk):
+    for module in (clip_encoder, exp_adapter, onnx_faces, onnx_landmarks, sd15_random, smirk, face_shapes):
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()[:16]
 
@@ -62,8 +63,10 @@ def write_models(models: Path) -> None:
     sd15_random.write_vae(models / "vae" / "sd15_vae.safetensors")
     from arc2face_core.faces.head_pose import rotation_from_angles
 
-    onnx_landmarks.build_rigged_landmarks(models / "insightface/models/antelopev2/1k3d68.onnx",
-                                          onnx_landmarks.posed_mean_shape(rotation_from_angles(*REFERENCE_POSE)))
+    # A real face: an open mouth and landmark noise, not an exact rigid copy of the mean shape (issue 8).
+    reference = face_shapes.posed_landmarks(face_shapes.open_mouth_shape(), rotation_from_angles(*REFERENCE_POSE),
+                                            noise=face_shapes.NOISE_OF_FACE_WIDTH)
+    onnx_landmarks.build_rigged_landmarks(models / "insightface/models/antelopev2/1k3d68.onnx", reference)
     exp_adapter.write_exp_adapter(models / "arc2face" / "exp_adapter" / "exp_adapter.bin")
     smirk.write_smirk_checkpoint(models / "arc2face" / "smirk" / "SMIRK_em1.pt")
     controlnet = sd15_random.write_controlnet(models / "arc2face" / "controlnet")
