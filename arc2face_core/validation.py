@@ -20,11 +20,17 @@ MAX_PIXELS_SIDE = 16_384    # image width/height (ComfyUI's own MAX_RESOLUTION)
 MAX_STEPS = 10_000
 
 
+def _bounds(lower: float | None, upper: float | None) -> str:
+    if lower is not None and upper is not None:
+        return f" in [{lower:g}, {upper:g}]"
+    return f" >= {lower:g}" if lower is not None else (f" <= {upper:g}" if upper is not None else "")
+
+
 def whole_number(value: Any, name: str, *, lower: int | None = None, upper: int | None = None) -> int:
     """``value`` as an int within [lower, upper], or InvalidInputError that names it and says what is allowed."""
-    bounds = " ".join(part for part in (f"of at least {lower}" if lower is not None else "",
-                                        f"and at most {upper}" if upper is not None else "") if part)
-    wanted = f"{name} must be a whole number {bounds}".rstrip()
+    bounds = f" of at least {lower}" if lower is not None else ""
+    bounds += (" and" if bounds else "") + (f" at most {upper}" if upper is not None else "")
+    wanted = f"{name} must be a whole number{bounds}"
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise InvalidInputError(f"{wanted}, got {value!r} ({type(value).__name__}).")
     number = int(value)
@@ -40,9 +46,7 @@ def positive_int(value: Any, name: str, *, upper: int | None = None) -> int:
 
 def finite_number(value: Any, name: str, *, lower: float | None = None, upper: float | None = None) -> float:
     """``value`` (a real number, not bool) as a finite float within [lower, upper], or InvalidInputError."""
-    bounds = f" from {lower} to {upper}" if lower is not None and upper is not None else (
-        f" of at least {lower}" if lower is not None else (f" of at most {upper}" if upper is not None else ""))
-    wanted = f"{name} must be a finite number{bounds}"
+    wanted = f"{name} must be a finite number{_bounds(lower, upper)}"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InvalidInputError(f"{wanted}, got {value!r} ({type(value).__name__}).")
     try:
@@ -52,6 +56,18 @@ def finite_number(value: Any, name: str, *, lower: float | None = None, upper: f
     if not math.isfinite(number) or (lower is not None and number < lower) or (upper is not None and number > upper):
         raise InvalidInputError(f"{wanted}, got {value!r}.")
     return number
+
+
+def float_array(value: Any, name: str):
+    """``value`` as a float64 numpy array, or InvalidInputError when it is not numbers (text, ragged lists, None)."""
+    import numpy as np
+
+    if value is None or isinstance(value, (str, bytes)):
+        raise InvalidInputError(f"{name} must be an array of numbers, got {type(value).__name__}.")
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidInputError(f"{name} must be an array of numbers ({exc}).") from None
 
 
 def batched_tensor(value: Any, name: str) -> torch.Tensor:

@@ -32,7 +32,7 @@ from torch import nn
 
 from ..checkpoints import check_finite, read_checkpoint
 from ..errors import CorruptWeightsError, InvalidInputError
-from .vectors import EXPRESSION_DIM, N_EXPRESSION, N_EYELID, N_JAW
+from .vectors import EXPRESSION_DIM, JAW_SIDE_LIMIT, N_EXPRESSION, N_EYELID, N_JAW
 
 SMIRK_URL = "https://github.com/georgeretsi/smirk"
 SMIRK_FILENAME = "SMIRK_em1.pt"
@@ -42,7 +42,6 @@ FEATURE_DIM = 960
 CROP_SIZE = 224
 CROP_SCALE = 1.4
 BN_EPS = 1e-3          # TensorFlow's BatchNorm default, which timm's tf_* models keep
-JAW_SIDE_LIMIT = 0.2   # jaw[1:3] clamp in SMIRK
 
 CHANNEL_ORDERS = ("bgr", "rgb")
 
@@ -235,9 +234,10 @@ class MobileNetV3LargeMinimalFeatures(nn.Module):
 
 def postprocess(raw: torch.Tensor) -> torch.Tensor:
     """SMIRK's output activations on raw parameters [..., 55]: eyelids clamped to 0..1, jaw[0] ReLU, jaw[1:3] ±0.2."""
-    if raw.shape[-1] != EXPRESSION_DIM:
+    if not isinstance(raw, torch.Tensor) or raw.ndim == 0 or raw.shape[-1] != EXPRESSION_DIM:
+        got = tuple(raw.shape) if isinstance(raw, torch.Tensor) else type(raw).__name__
         raise InvalidInputError(
-            f"Expected raw SMIRK parameters of size {EXPRESSION_DIM}, got shape {tuple(raw.shape)}.")
+            f"Expected raw SMIRK parameters of size {EXPRESSION_DIM} in the last dimension (a tensor), got {got}.")
     expression = raw[..., :N_EXPRESSION]
     eyelids = raw[..., N_EXPRESSION:N_EXPRESSION + N_EYELID].clamp(0.0, 1.0)
     jaw_open = F.relu(raw[..., N_EXPRESSION + N_EYELID:N_EXPRESSION + N_EYELID + 1])

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CorruptWeightsError, InvalidInputError, NoFaceError, WrongModelError
+from ..validation import finite_number, float_array
 from .analysis import DetectedFace, FaceAnalyzer, FaceChoice, check_bgr, parse_face_choice
 from .landmarks import LANDMARK_TASK, mean_shape
 from .onnx_models import routed_as
@@ -18,9 +19,7 @@ ROTATION_TOLERANCE = 1e-4
 
 def rotation_from_angles(pitch: float, yaw: float, roll: float) -> np.ndarray:
     """R = Rz(roll) @ Ry(yaw) @ Rx(pitch), angles in degrees: the inverse of insightface's ``matrix2angle``."""
-    values = [pitch, yaw, roll]
-    if not all(isinstance(v, (int, float, np.floating, np.integer)) and math.isfinite(v) for v in values):
-        raise InvalidInputError(f"pitch, yaw and roll must be finite numbers (degrees), got {values!r}.")
+    values = [finite_number(v, f"{name} (degrees)") for name, v in (("pitch", pitch), ("yaw", yaw), ("roll", roll))]
     (cx, cy, cz), (sx, sy, sz) = np.cos(np.radians(values)), np.sin(np.radians(values))
     rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
     ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
@@ -41,7 +40,7 @@ def angles_from_rotation(rotation: np.ndarray) -> tuple[float, float, float]:
 
 def check_rotation(rotation: Any) -> np.ndarray:
     """A proper 3x3 rotation matrix as float64, or InvalidInputError."""
-    r = np.asarray(rotation, np.float64)
+    r = float_array(rotation, "A rotation")
     if r.shape != (3, 3) or not np.isfinite(r).all():
         raise InvalidInputError(f"A rotation must be a finite 3x3 matrix, got shape {r.shape}.")
     if np.abs(r @ r.T - np.eye(3)).max() > ROTATION_TOLERANCE or np.linalg.det(r) < 0:

@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 
 from ..errors import InvalidInputError
-from ..validation import whole_number
+from ..validation import finite_number, whole_number
 
 ARCFACE_DIM = 512
 AVERAGE_METHODS = ("mean", "median", "trimmed_mean")
@@ -78,7 +78,12 @@ def _renormalize(rows: torch.Tensor, what: str) -> torch.Tensor:
 
 
 def _as_weights(weight: float | Sequence[float] | torch.Tensor) -> torch.Tensor:
-    w = torch.as_tensor(weight, dtype=torch.float32).flatten()
+    if isinstance(weight, torch.Tensor):
+        w = weight.detach().to("cpu", torch.float32).flatten()
+    elif isinstance(weight, (list, tuple)):
+        w = torch.tensor([finite_number(v, "a blend weight", lower=0.0, upper=1.0) for v in weight])
+    else:
+        w = torch.tensor([finite_number(weight, "the blend weight", lower=0.0, upper=1.0)])
     if w.numel() == 0:
         raise InvalidInputError("blend weight list is empty")
     if not torch.isfinite(w).all() or (w < 0).any() or (w > 1).any():
