@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import InvalidInputError
+from .validation import MAX_BATCH, MAX_PIXELS_SIDE, batched_tensor, positive_int
 
 LATENT_CHANNELS = 4      # SD1.5 VAE latent channels
 LATENT_SCALE = 8         # pixels per latent cell
@@ -36,9 +37,8 @@ class IdentityLayout:
 
     def __post_init__(self) -> None:
         for name in ("identities", "images_per_id"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidInputError(f"{name} must be a whole number of at least 1, got {value!r}")
+            object.__setattr__(self, name, positive_int(getattr(self, name), name, upper=MAX_BATCH))
+        _check_rows(self.identities, self.images_per_id)
 
     @property
     def rows(self) -> int:
@@ -52,8 +52,12 @@ class IdentityLayout:
 def chunk_layout(recorded: IdentityLayout | None, rows: int) -> IdentityLayout:
     """The layout of a chunk of ``rows`` latents: the one the Arc2Face Sampler recorded or, without a record (the
     stock KSampler), one identity per row."""
+    rows = positive_int(rows, "rows", upper=MAX_BATCH)
     if recorded is None:
         return IdentityLayout(rows, 1)
+    if not isinstance(recorded, IdentityLayout):
+        raise InvalidInputError(f"the recorded identity layout must be an IdentityLayout, got "
+                                f"{type(recorded).__name__}")
     if recorded.rows != rows:
         raise InvalidInputError(f"the Arc2Face Sampler laid out {recorded.describe()} = {recorded.rows} latents, but "
                                 f"the model was called with {rows}; sample this model with one sampler node")
@@ -66,7 +70,9 @@ def per_row(values: torch.Tensor, layout: IdentityLayout, what: str, what_plural
     Anything else is an error naming the counts given and allowed: pairing values with the wrong identities would
     go unnoticed in the images.
     """
-    count = values.shape[0] if values.ndim else 0
+    count = batched_tensor(values, what).shape[0]
+    if not isinstance(layout, IdentityLayout):
+        raise InvalidInputError(f"layout must be an IdentityLayout, got {type(layout).__name__}")
     if count == 1:
         return values.expand(layout.rows, *values.shape[1:])
     if count == layout.identities:
@@ -79,14 +85,14 @@ def per_row(values: torch.Tensor, layout: IdentityLayout, what: str, what_plural
 
 def expand_per_identity(tensor: torch.Tensor, identities: int, images_per_id: int, what: str) -> torch.Tensor:
     """[N, ...] → [N·k, ...] grouped by identity; a batch of 1 stays 1 (it applies to every image)."""
-    if images_per_id < 1:
-        raise InvalidInputError(f"images_per_id must be at least 1, got {images_per_id}")
-    batch = tensor.shape[0]
+    identities, images_per_id = _check_rows(identities, images_per_id)
+    batch = batched_tensor(tensor, what).shape[0]
     if batch == 1:
         return tensor
     if batch != identities:
-        raise InvalidInputError(f"{what} has a batch of {batch}, but the conditioning holds {identities} "
-                                f"identities: give 1 (shared) or {identities} (one per identity)")
+        raise InvalidInputError(f"{what} has a batch of {batch}, but the conditioning holds "
+                                f"{plural(identities, 'identity', 'identities')}: give 1 (shared) or {identities} "
+                                "(one per identity)")
     return tensor.repeat_interleave(images_per_id, dim=0)
 
 
@@ -98,35 +104,53 @@ def identity_count(batch_sizes: list[int], what: str = "positive") -> int:
     per entry, are ONE image with two regions (N = 1), and an entry of batch 1 (a shared region, a style) serves every
     identity of the entries of batch N.
     """
+    if isinstance(batch_sizes, (str, bytes)) or not hasattr(batch_sizes, "__iter__"):
+        raise InvalidInputError(f"the {what} conditioning's batch sizes must be a list of whole numbers, got "
+                                f"{type(batch_sizes).__name__}")
+    batch_sizes = [positive_int(size, f"a {what} conditioning batch size", upper=MAX_BATCH) for size in batch_sizes]
+    if not batch_sizes:
+        raise InvalidInputError(f"the {what} conditioning is empty")
     sizes = set(batch_sizes) - {1}
     if len(sizes) > 1:
         raise InvalidInputError(f"the {what} conditioning mixes batches of {sorted(sizes)} identities; "
                                 "combine conditionings of the same identities")
-    if not batch_sizes:
-        raise InvalidInputError(f"the {what} conditioning is empty")
     return sizes.pop() if sizes else 1
 
 
 def empty_latent(batch: int, width: int, height: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """Zeros [batch, 4, height/8, width/8], as ComfyUI's Empty Latent Image makes them."""
+    batch = positive_int(batch, "batch", upper=MAX_BATCH)
     for name, value in (("width", width), ("height", height)):
-        if value < LATENT_SCALE or value % LATENT_SCALE:
+        if positive_int(value, name, upper=MAX_PIXELS_SIDE) < LATENT_SCALE or value % LATENT_SCALE:
             raise InvalidInputError(f"{name} must be a positive multiple of {LATENT_SCALE}, got {value}")
     return torch.zeros([batch, LATENT_CHANNELS, height // LATENT_SCALE, width // LATENT_SCALE], device=device)
 
 
 def expand_latent(samples: torch.Tensor, identities: int, images_per_id: int) -> torch.Tensor:
     """A user latent for img2img: 1 (shared), N (one per identity) or N·k (one per image) → N·k."""
+    identities, images_per_id = _check_rows(identities, images_per_id)
     total = identities * images_per_id
-    batch = samples.shape[0]
+    batch = batched_tensor(samples, "latent_image").shape[0]
+    if samples.is_floating_point() and not torch.isfinite(samples).all():
+        raise InvalidInputError("latent_image contains NaN or infinite values: it would make black images")
     if batch == total:
         return samples
     if batch == 1:
         return samples.repeat((total,) + (1,) * (samples.ndim - 1))
     if batch == identities:
         return samples.repeat_interleave(images_per_id, dim=0)
-    raise InvalidInputError(f"latent_image has a batch of {batch}; with {identities} identities × {images_per_id} "
-                            f"images it must be 1, {identities} or {total}")
+    people = plural(identities, 'identity', 'identities')
+    raise InvalidInputError(f"latent_image has a batch of {batch}; with {people} × {plural(images_per_id, 'image')} "
+                            f"it must be 1, {identities} or {total}")
+
+
+def _check_rows(identities, images_per_id) -> tuple[int, int]:
+    identities = positive_int(identities, "identities", upper=MAX_BATCH)
+    images_per_id = positive_int(images_per_id, "images_per_id", upper=MAX_BATCH)
+    if identities * images_per_id > MAX_BATCH:
+        raise InvalidInputError(f"{identities} identities × {images_per_id} images per identity make "
+                                f"{identities * images_per_id} rows; one batch holds at most {MAX_BATCH}")
+    return identities, images_per_id
 
 
 def expand_batch_index(batch_index, rows: int, total: int) -> list[int]:
@@ -156,8 +180,12 @@ def expand_conditioning(conditioning: list, identities: int, images_per_id: int,
     Returns new lists and dicts; the caller's conditioning (shared with other nodes) is never modified.
     """
     expanded = []
-    for cond, options in conditioning:
-        options = dict(options)
+    for entry in conditioning if isinstance(conditioning, (list, tuple)) else [None]:
+        if not (isinstance(entry, (list, tuple)) and len(entry) == 2 and isinstance(entry[1], dict)):
+            raise InvalidInputError(f"the {what} conditioning must be ComfyUI's CONDITIONING, a list of "
+                                    f"[tensor, options] pairs, got {type(conditioning).__name__} of "
+                                    f"{type(entry).__name__}")
+        cond, options = batched_tensor(entry[0], f"the {what} conditioning"), dict(entry[1])
         for key in _PER_IDENTITY_OPTIONS:
             value = options.get(key)
             if isinstance(value, torch.Tensor) and value.ndim >= (3 if key == "mask" else 1) \

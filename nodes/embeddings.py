@@ -26,7 +26,7 @@ class Arc2FaceEmbeddingBlend:
                 "embeds_b": ("ARCFACE_EMBEDS", {"tooltip": "Second identity (weight 1)."}),
                 "weight": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01,
                                      "tooltip": "Share of embeds_b: 0 gives a, 1 gives b."}),
-                "method": (BLEND_METHODS, {"default": "slerp", "tooltip": METHOD_TOOLTIP}),
+                "method": (list(BLEND_METHODS), {"default": "slerp", "tooltip": METHOD_TOOLTIP}),
             }
         }
 
@@ -53,7 +53,7 @@ class Arc2FaceEmbeddingInterpolate:
                 "embeds_b": ("ARCFACE_EMBEDS", {"tooltip": "End identity (one row)."}),
                 "steps": ("INT", {"default": 5, "min": 1, "max": 256,
                                   "tooltip": "Number of identities, a and b included."}),
-                "method": (BLEND_METHODS, {"default": "slerp", "tooltip": METHOD_TOOLTIP}),
+                "method": (list(BLEND_METHODS), {"default": "slerp", "tooltip": METHOD_TOOLTIP}),
             }
         }
 
@@ -77,7 +77,7 @@ class Arc2FaceEmbeddingAverage:
         return {
             "required": {
                 "embeds": ("ARCFACE_EMBEDS", {"tooltip": "Embeddings of several photos of one person."}),
-                "method": (AVERAGE_METHODS, {"default": "mean", "tooltip": (
+                "method": (list(AVERAGE_METHODS), {"default": "mean", "tooltip": (
                     "mean: the paper's average. median / trimmed_mean (drops the extreme 20% per dimension): "
                     "robust when one photo is poor.")}),
             }

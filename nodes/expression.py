@@ -208,7 +208,7 @@ class Arc2FaceExpressionFromImage:
                 "image": ("IMAGE", {"tooltip": "Photo(s) showing the expression to transfer."}),
                 "face": (FACE_CHOICES, {"default": "largest", "tooltip": (
                     "Which face when a photo shows several: the largest, or an index from the left (0 = leftmost).")}),
-                "channel_order": (tuple(CHANNEL_ORDERS), {"default": "bgr (Arc2Face demo)", "tooltip": (
+                "channel_order": (list(CHANNEL_ORDERS), {"default": "bgr (Arc2Face demo)", "tooltip": (
                     "The Arc2Face demo feeds SMIRK a BGR crop (as the adapter was used there); SMIRK's own demo "
                     "feeds RGB.")}),
             },
@@ -262,7 +262,8 @@ class Arc2FaceExpression:
                                            "tooltip": "FLAME right eyelid: 0 open, 1 closed."}),
                 "coefficients": ("STRING", {"default": "", "multiline": True, "tooltip": (
                     "Up to 50 FLAME expression coefficients separated by commas or spaces (missing ones are 0), "
-                    "e.g. copied from an expression read from a photo.")}),
+                    "e.g. copied from an expression read from a photo. They are in units of the PCA standard "
+                    "deviation: real faces stay within about ±3; beyond ±4 warns, beyond ±10 is refused.")}),
             }
         }
 

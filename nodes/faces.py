@@ -6,7 +6,7 @@ from ..arc2face_core.faces.providers import PROVIDER_CHOICES
 from .comfy_paths import download_switch
 
 CATEGORY = "Arc2Face"
-FACE_CHOICES = ("largest",) + tuple(str(i) for i in range(10))
+FACE_CHOICES = ["largest"] + [str(i) for i in range(10)]
 
 
 class Arc2FaceArcFaceLoader:
@@ -24,7 +24,7 @@ class Arc2FaceArcFaceLoader:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "provider": (PROVIDER_CHOICES, {"default": "auto", "tooltip": (
+                "provider": (list(PROVIDER_CHOICES), {"default": "auto", "tooltip": (
                     "ONNX Runtime execution provider. auto: the GPU provider when onnxruntime-gpu works, else CPU.")}),
                 "det_size": ("INT", {"default": 640, "min": 160, "max": 2048, "step": 32, "tooltip": (
                     "Detector input size in pixels (the reference uses 640). Larger finds smaller faces.")}),

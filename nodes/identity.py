@@ -6,7 +6,7 @@ from ..arc2face_core.identity.embeddings import ARCFACE_DIM
 from .comfy_paths import download_switch
 
 CATEGORY = "Arc2Face"
-WEIGHT_DTYPES = ("auto", "fp16", "bf16", "fp32")
+WEIGHT_DTYPES = ["auto", "fp16", "bf16", "fp32"]
 
 
 def _torch_dtype(name: str):

@@ -193,7 +193,7 @@ class Arc2FaceNormalMapFromPhoto:
                 "image": ("IMAGE", {"tooltip": "Reference photo(s) for the pose; one hint per photo."}),
                 "face": (FACE_CHOICES, {"default": "largest", "tooltip": (
                     "Which face when a photo shows several: the largest, or an index from the left (0 = leftmost).")}),
-                "shape": (("mean face", "reference face"), {"default": "mean face", "tooltip": (
+                "shape": (["mean face", "reference face"], {"default": "mean face", "tooltip": (
                     "mean face: only the pose of the reference. reference face: its 68-point shape and expression "
                     "too (mouth open, etc.).")}),
             }

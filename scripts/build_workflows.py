@@ -75,7 +75,7 @@ class Note:
 
 
 SAMPLER = {"seed": 42, "seed#control": "randomize", "steps": 25, "cfg": 3.0, "sampler_name": "dpmpp_2m",
-           "scheduler": "normal", "width": 512, "height": 512}
+           "scheduler": "sgm_uniform", "width": 512, "height": 512}
 
 
 def common_head(image_file: str) -> list[NodeSpec]:
@@ -138,8 +138,8 @@ def ksampler():
     nodes = common_head("arc2face_face.png") + [
         NodeSpec(12, "EmptyLatentImage", (720, 200), {"width": 512, "height": 512, "batch_size": 1}, size=(300, 110)),
         NodeSpec(7, "KSampler", (1020, 0), {"seed": 42, "seed#control": "randomize", "steps": 25, "cfg": 3.0,
-                                            "sampler_name": "dpmpp_2m", "scheduler": "normal", "denoise": 1.0},
-                 title="KSampler (stock): CFG 3, 25 steps, dpmpp_2m", size=(320, 270))]
+                                            "sampler_name": "dpmpp_2m", "scheduler": "sgm_uniform", "denoise": 1.0},
+                 title="KSampler (stock): CFG 3, 25 steps, dpmpp_2m sgm_uniform", size=(320, 270))]
     links = COMMON_LINKS + [(4, "embeds", 6, "embeds"), (1, "model", 7, "model"), (6, "positive", 7, "positive"),
                             (6, "negative", 7, "negative"), (12, "LATENT", 7, "latent_image"),
                             (7, "LATENT", 9, "samples")]

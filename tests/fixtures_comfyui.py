@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import face_shapes
 from builders import (
     clip_encoder,
     exp_adapter,
@@ -40,7 +41,7 @@ from comfyui_client import Comfy
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
 REPO = Path(__file__).resolve().parents[1]
 PACK_LINK_NAME = "arc2face"
-REFERENCE_POSE = (10.0, -25.0, 5.0)   # pitch, yaw, roll the rigged 1k3d68 model reports for the astronaut
+REFERENCE_POSE = (10.0, -25.0, 5.0)   # pitch, yaw, roll of the face the rigged 1k3d68 model reports for the astronaut
 STOCK_CONTROLNET = "arc2face_pose_controlnet.safetensors"   # the random ControlNet, also for the stock loader
 LCM_LORA = "lcm-lora-sdv1-5.safetensors"   # the name arc2face_lcm.json loads
 FLAME_SEED = 21                       # the random FLAME model in models/arc2face/flame/
@@ -58,10 +59,19 @@ def comfyui_dir() -> Path:
 def _builders_stamp() -> str:
     digest = hashlib.sha256()
     for module in (clip_encoder, exp_adapter, flame, lora, onnx_faces, onnx_landmarks, ref_lora, sd15_random, smirk,
-                   smirk_parts):
+                   smirk_parts, face_shapes):
         digest.update(Path(module.__file__).read_bytes())
     digest.update(smirk_parts.LAYOUT_FILE.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def rigged_reference_landmarks():
+    """The 68 3D points the server's rigged 1k3d68 reports for the astronaut: a real face, with an open mouth and
+    landmark noise, not an exact rigid copy of the mean shape, at REFERENCE_POSE."""
+    from arc2face_core.faces.head_pose import rotation_from_angles
+
+    return face_shapes.posed_landmarks(face_shapes.open_mouth_shape(), rotation_from_angles(*REFERENCE_POSE),
+                                       noise=face_shapes.NOISE_OF_FACE_WIDTH)
 
 
 def write_models(models: Path) -> None:
@@ -75,10 +85,8 @@ def write_models(models: Path) -> None:
     onnx_faces.build_rigged_detector(models / "insightface/models/antelopev2/scrfd_10g_bnkps.onnx",
                                      [onnx_faces.astronaut_face()], (512, 512))
     sd15_random.write_vae(models / "vae" / "sd15_vae.safetensors")
-    from arc2face_core.faces.head_pose import rotation_from_angles
-
     onnx_landmarks.build_rigged_landmarks(models / "insightface/models/antelopev2/1k3d68.onnx",
-                                          onnx_landmarks.posed_mean_shape(rotation_from_angles(*REFERENCE_POSE)))
+                                          rigged_reference_landmarks())
     exp_adapter.write_exp_adapter(models / "arc2face" / "exp_adapter" / "exp_adapter.bin")
     smirk.write_smirk_checkpoint(models / "arc2face" / "smirk" / "SMIRK_em1.pt")
     smirk_parts.add_smirk_parts(models / "arc2face" / "smirk" / "SMIRK_em1.pt", ("pose", "shape"))   # whole encoder

@@ -151,3 +151,16 @@ def test_layout_and_plural_checks():
     for bad in [(0, 1), (1, -2), (True, 1), (1.5, 1), (None, 1)]:
         with pytest.raises(InvalidInputError, match="must be a whole number of at least 1"):
             IdentityLayout(*bad)
+
+
+def test_counts_in_messages_read_as_english():
+    """One identity is 'identity', not '1 identities' (the wording a user sees in ComfyUI's error panel)."""
+    from arc2face_core.pose.hint import check_hint_batch
+
+    with pytest.raises(InvalidInputError, match=r"with 1 identity × 1 image it must be 1, 1 or 1") as caught:
+        expand_latent(torch.zeros(3, 4, 8, 8), 1, 1)
+    assert "identities" not in str(caught.value)
+    with pytest.raises(InvalidInputError, match=r"holds 1 identity: give 1 \(shared\)"):
+        expand_per_identity(torch.zeros(3, 4), 1, 2, "mask")
+    with pytest.raises(InvalidInputError, match=r"holds 1 identity: give 1 normal map"):
+        check_hint_batch(3, 1)

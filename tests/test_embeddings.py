@@ -156,7 +156,7 @@ def test_random_identities_are_seeded_unit_vectors():
     assert_unit(a)
     torch.testing.assert_close(a, b, atol=0, rtol=0)
     assert (a - c).abs().max() > 0.1
-    with pytest.raises(InvalidInputError, match="count must be at least 1, got 0"):
+    with pytest.raises(InvalidInputError, match="count must be a whole number of at least 1 and at most 1000000, got 0"):
         random_identities(0, 1)
 
 

@@ -51,7 +51,10 @@ def adapter(adapter_file):
 
 
 def expressions(n: int, seed: int = 0) -> torch.Tensor:
-    return torch.randn(n, 55, generator=torch.Generator().manual_seed(seed))
+    """Random expressions SMIRK could output: 50 coefficients, eyelids in 0..1, jaw opening >= 0, sideways ±0.2."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.cat([torch.randn(n, 50, generator=g), torch.rand(n, 2, generator=g),
+                      0.4 * torch.rand(n, 1, generator=g), 0.4 * torch.rand(n, 2, generator=g) - 0.2], dim=1)
 
 
 # ---------------------------------------------------------------------------------------------------- loading

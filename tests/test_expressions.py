@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -22,7 +24,7 @@ def test_neutral_is_zeros():
     assert out.shape == (3, 55) and out.dtype == torch.float32 and torch.count_nonzero(out) == 0
     assert neutral().shape == (1, 55)
     for bad in (0, -1, 1.5, True, "2"):
-        with pytest.raises(InvalidInputError, match=f"n must be a positive integer, got {bad!r}"):
+        with pytest.raises(InvalidInputError, match=f"n must be a whole number of at least 1 and at most 65536, got {re.escape(repr(bad))}"):
             neutral(bad)
 
 
@@ -90,9 +92,9 @@ def test_jaw_and_eyelids_are_clamped_like_smirk():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"jaw_open": float("nan")}, r"jaw_open must be a finite number \(radians\), got nan"),
-    ({"jaw_open": "0.3"}, "jaw_open must be a finite number .*'0.3'"),
-    ({"jaw_open": True}, "jaw_open must be a finite number .*True"),
+    ({"jaw_open": float("nan")}, r"jaw_open \(radians\) must be a finite number, got nan"),
+    ({"jaw_open": "0.3"}, r"jaw_open \(radians\) must be a finite number, got '0.3' \(str\)"),
+    ({"jaw_open": True}, r"jaw_open \(radians\) must be a finite number, got True \(bool\)"),
     ({"eyelids": (0.1, 0.2, 0.3)}, r"eyelids must be one number or a pair \(left, right\), got \(0.1, 0.2, 0.3\)"),
     ({"eyelids": (0.1, float("inf"))}, "right eyelid value must be a finite number, got inf"),
     ({"eyelids": "closed"}, "eyelids must be one number or a pair .*'closed'"),

@@ -43,7 +43,7 @@ def test_one_package_per_domain_and_no_flat_modules_beyond_the_plumbing():
     packages = {p.name for p in CORE.iterdir() if (p / "__init__.py").is_file()}
     assert packages == DOMAINS
     flat = {p.stem for p in CORE.glob("*.py")}
-    assert flat == {"__init__", "__main__", "errors", "weights", "checkpoints", "images", "batching"}
+    assert flat == {"__init__", "__main__", "errors", "weights", "checkpoints", "images", "batching", "validation"}
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:

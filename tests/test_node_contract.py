@@ -151,7 +151,7 @@ def test_snapshot_matches_the_contract(node_id):
 
 def test_sampler_defaults_to_the_papers_solver():
     scheduler = SNAPSHOT["Arc2FaceSampler"]["input"]["required"]["scheduler"]
-    assert scheduler[1]["default"] == "normal" and "normal" in scheduler[0]
+    assert scheduler[1]["default"] == "sgm_uniform" and "sgm_uniform" in scheduler[0]   # the reference's sigmas
 
 
 def test_every_input_has_a_tooltip_and_every_node_a_description():

@@ -24,6 +24,8 @@ from torch import nn
 from ..batching import IdentityLayout, chunk_layout, per_row
 from ..checkpoints import as_state_dict, check_finite, read_checkpoint
 from ..errors import CorruptWeightsError, InvalidInputError, WrongModelError
+from ..validation import MAX_BATCH, batched_tensor, positive_int
+from .vectors import EXPRESSION_DIM, check_expression_ranges
 
 ComfyKey = tuple  # ("input", 1) ... as passed to ComfyUI's set_model_attn2_replace(patch, *key)
 Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
@@ -271,6 +273,8 @@ def validate_expressions(expressions: Any, expected_dim: int) -> torch.Tensor:
     bad = (~torch.isfinite(expressions)).any(dim=1).nonzero().flatten().tolist()
     if bad:
         raise InvalidInputError(f"expression rows {[i + 1 for i in bad]} contain NaN or infinite values")
+    if expected_dim == EXPRESSION_DIM:   # FLAME/SMIRK layout: only what SMIRK can output (ARC2FACE.md)
+        check_expression_ranges(expressions, "expression")
     return expressions
 
 
@@ -314,11 +318,15 @@ def expression_tokens_for_batch(cond_tokens: torch.Tensor, uncond_tokens: torch.
     the stock KSampler, one identity per row): one expression serves every row, N expressions go to N identities;
     an uncond chunk (1) gets the zero-expression tokens.
     """
+    cond_tokens = batched_tensor(cond_tokens, "cond_tokens")
+    uncond_tokens = batched_tensor(uncond_tokens, "uncond_tokens")
+    batch = positive_int(batch, "batch", upper=MAX_BATCH)
     if cond_tokens.ndim != 3 or uncond_tokens.ndim != 3 or uncond_tokens.shape[0] != 1 \
             or cond_tokens.shape[1:] != uncond_tokens.shape[1:]:
         raise InvalidInputError(f"expression tokens must be [N, T, D] and [1, T, D], got {tuple(cond_tokens.shape)} "
                                 f"and {tuple(uncond_tokens.shape)}")
-    if not cond_or_uncond or any(c not in (0, 1) for c in cond_or_uncond):
+    if not isinstance(cond_or_uncond, (list, tuple)) or not cond_or_uncond \
+            or any(isinstance(c, bool) or c not in (0, 1) for c in cond_or_uncond):
         raise InvalidInputError(f"cond_or_uncond must be a non-empty list of 0 (cond) and 1 (uncond), got {cond_or_uncond!r}")
     if batch % len(cond_or_uncond):
         raise InvalidInputError(f"a batch of {batch} cannot be split into {len(cond_or_uncond)} equal cond/uncond chunks")

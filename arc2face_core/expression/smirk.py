@@ -41,7 +41,7 @@ from .mobilenetv3 import (  # noqa: F401  (BatchNormAct2d, Conv2dSame, conv2d_tf
     MobileNetV3SmallMinimalFeatures,
     conv2d_tf_same,
 )
-from .vectors import EXPRESSION_DIM, N_EXPRESSION, N_EYELID, N_JAW
+from .vectors import EXPRESSION_DIM, JAW_SIDE_LIMIT, N_EXPRESSION, N_EYELID, N_JAW
 
 SMIRK_URL = "https://github.com/georgeretsi/smirk"
 SMIRK_FILENAME = "SMIRK_em1.pt"
@@ -55,7 +55,6 @@ N_SHAPE = 300          # shape_layers: FLAME 2020's first 300 identity component
 
 CROP_SIZE = 224
 CROP_SCALE = 1.4
-JAW_SIDE_LIMIT = 0.2   # jaw[1:3] clamp in SMIRK
 
 CHANNEL_ORDERS = ("bgr", "rgb")
 
@@ -96,9 +95,10 @@ class ShapeEncoder(nn.Module):
 
 def postprocess(raw: torch.Tensor) -> torch.Tensor:
     """SMIRK's output activations on raw parameters [..., 55]: eyelids clamped to 0..1, jaw[0] ReLU, jaw[1:3] ±0.2."""
-    if raw.shape[-1] != EXPRESSION_DIM:
+    if not isinstance(raw, torch.Tensor) or raw.ndim == 0 or raw.shape[-1] != EXPRESSION_DIM:
+        got = tuple(raw.shape) if isinstance(raw, torch.Tensor) else type(raw).__name__
         raise InvalidInputError(
-            f"Expected raw SMIRK parameters of size {EXPRESSION_DIM}, got shape {tuple(raw.shape)}.")
+            f"Expected raw SMIRK parameters of size {EXPRESSION_DIM} in the last dimension (a tensor), got {got}.")
     expression = raw[..., :N_EXPRESSION]
     eyelids = raw[..., N_EXPRESSION:N_EXPRESSION + N_EYELID].clamp(0.0, 1.0)
     jaw_open = F.relu(raw[..., N_EXPRESSION + N_EYELID:N_EXPRESSION + N_EYELID + 1])

@@ -9,11 +9,15 @@ A vector has 55 numbers, in SMIRK's order:
     ``[53:55]`` move the jaw sideways/forwards (SMIRK clamps them to ±0.2; always 0 here).
 
 Every vector made here is what SMIRK's output activations would leave unchanged (eyelids in 0..1, mouth opening >= 0,
-sideways jaw 0), so a hand-made expression never leaves the range the adapter was trained on.
+sideways jaw 0), so a hand-made expression never leaves the range the adapter was trained on. FLAME's expression
+coefficients are PCA weights in units of each component's standard deviation: SMIRK reads real faces within about ±3;
+above ``COEFFICIENT_WARN`` a face is exaggerated (a warning), above ``COEFFICIENT_LIMIT`` it is no face the adapter
+was trained on (an error; 1e30 used to give black images, 1e39 overflowed float32 to inf).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from typing import Any, Sequence, Union
@@ -22,6 +26,9 @@ import numpy as np
 import torch
 
 from ..errors import InvalidInputError
+from ..validation import MAX_BATCH, finite_number, positive_int
+
+log = logging.getLogger(__name__)
 
 N_EXPRESSION = 50
 N_EYELID = 2
@@ -30,6 +37,11 @@ EXPRESSION_DIM = N_EXPRESSION + N_EYELID + N_JAW   # 55
 EYELID_SLICE = slice(N_EXPRESSION, N_EXPRESSION + N_EYELID)
 JAW_SLICE = slice(N_EXPRESSION + N_EYELID, EXPRESSION_DIM)
 JAW_OPEN_INDEX = N_EXPRESSION + N_EYELID          # 52
+
+COEFFICIENT_WARN = 4.0     # |coefficient| in PCA standard deviations above which a face is exaggerated
+COEFFICIENT_LIMIT = 10.0   # ... above which it is refused
+JAW_SIDE_LIMIT = 0.2       # SMIRK clamps the sideways/forward jaw rotations to ±0.2 rad
+_RANGE_SLACK = 1e-6        # float rounding of values SMIRK clamped exactly to a bound
 
 # FLAME's jaw opening in radians: ~0.05-0.1 lips parted, ~0.2 talking / a smile showing teeth, ~0.3-0.4 a wide-open
 # mouth (surprise, laughing), above ~0.5 a yawn or scream; a human jaw rarely opens past ~0.6 rad (35 degrees).
@@ -40,9 +52,7 @@ Coefficients = Union[str, Sequence[float], None]
 
 def neutral(n: int = 1) -> torch.Tensor:
     """``n`` neutral expressions: zeros, ``[n, 55]`` float32 (also the adapter's negative branch)."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise InvalidInputError(f"n must be a positive integer, got {n!r}.")
-    return torch.zeros(int(n), EXPRESSION_DIM, dtype=torch.float32)
+    return torch.zeros(positive_int(n, "n", upper=MAX_BATCH), EXPRESSION_DIM, dtype=torch.float32)
 
 
 def _number(value: Any, position: int, text: str | None = None) -> float:
@@ -55,7 +65,20 @@ def _number(value: Any, position: int, text: str | None = None) -> float:
         raise InvalidInputError(f"Expression coefficient {position} is {shown}, not a number.") from None
     if not math.isfinite(number):
         raise InvalidInputError(f"Expression coefficient {position} is {shown}; it must be a finite number.")
+    if abs(number) > COEFFICIENT_LIMIT:
+        raise InvalidInputError(
+            f"Expression coefficient {position} is {shown}. FLAME expression coefficients are in units of the PCA "
+            f"standard deviation (real faces stay within about ±3): use values from -{COEFFICIENT_LIMIT:g} to "
+            f"{COEFFICIENT_LIMIT:g}, better within ±{COEFFICIENT_WARN:g}.")
     return number
+
+
+def _warn_if_exaggerated(values: torch.Tensor, name: str) -> None:
+    largest = float(values.abs().max()) if values.numel() else 0.0
+    if largest > COEFFICIENT_WARN:
+        log.warning("Arc2Face: %s has an expression coefficient of magnitude %.3g: more than %g PCA standard "
+                    "deviations, an exaggerated face (real faces stay within about ±3).", name, largest,
+                    COEFFICIENT_WARN)
 
 
 def parse_coefficients(coefficients: Coefficients) -> list[float]:
@@ -85,6 +108,7 @@ def parse_coefficients(coefficients: Coefficients) -> list[float]:
         raise InvalidInputError(
             f"{len(values)} expression coefficients given; FLAME's expression space used by the adapter has "
             f"{N_EXPRESSION}. Remove the ones from position {N_EXPRESSION + 1} on.")
+    _warn_if_exaggerated(torch.tensor(values, dtype=torch.float64), "the expression")
     return values + [0.0] * (N_EXPRESSION - len(values))
 
 
@@ -97,10 +121,8 @@ def _eyelid_pair(eyelids: Any) -> tuple[float, float]:
         raise InvalidInputError(f"eyelids must be one number or a pair (left, right), got {eyelids!r}.")
     out = []
     for side, value in zip(("left", "right"), pair):
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-                or not math.isfinite(float(value)):
-            raise InvalidInputError(f"The {side} eyelid value must be a finite number, got {value!r}.")
-        out.append(min(max(float(value), 0.0), 1.0))   # SMIRK's clamp
+        value = finite_number(value, f"The {side} eyelid value")
+        out.append(min(max(value, 0.0), 1.0))   # SMIRK's clamp
     return out[0], out[1]
 
 
@@ -113,9 +135,7 @@ def make_expression(jaw_open: float = 0.0, eyelids: float | tuple[float, float] 
     clamped to 0..1 (1 = closed). ``coefficients``: up to 50 FLAME expression coefficients (see
     ``parse_coefficients``). The sideways jaw components are 0.
     """
-    if isinstance(jaw_open, bool) or not isinstance(jaw_open, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(float(jaw_open)):
-        raise InvalidInputError(f"jaw_open must be a finite number (radians), got {jaw_open!r}.")
+    jaw_open = finite_number(jaw_open, "jaw_open (radians)")
     left, right = _eyelid_pair(eyelids)
     vector = parse_coefficients(coefficients) + [left, right, max(float(jaw_open), 0.0), 0.0, 0.0]
     return torch.tensor([vector], dtype=torch.float32)
@@ -143,15 +163,49 @@ def validate_expression(x: Any, name: str = "expression") -> torch.Tensor:
     return x.detach().to(dtype=torch.float32)
 
 
+def _first_outside(values: torch.Tensor, low: float, high: float) -> tuple[int, int, float] | None:
+    """(row, column, value) of the first value outside [low, high] (with float slack), or None."""
+    outside = ((values < low - _RANGE_SLACK) | (values > high + _RANGE_SLACK)).nonzero()
+    if not len(outside):
+        return None
+    row, column = (int(i) for i in outside[0])
+    return row, column, float(values[row, column])
+
+
+def check_expression_ranges(x: torch.Tensor, name: str = "expression") -> None:
+    """Refuse finite [N, 55] expressions outside what the adapter was trained on (SMIRK's outputs): coefficients
+    beyond ±COEFFICIENT_LIMIT standard deviations, eyelids outside 0..1, a negative mouth opening, sideways jaw beyond
+    ±0.2 rad. Warns for coefficients beyond ±COEFFICIENT_WARN."""
+    where = f"{name} (row {{row}} of {x.shape[0]})"
+    found = _first_outside(x[:, :N_EXPRESSION].double(), -COEFFICIENT_LIMIT, COEFFICIENT_LIMIT)
+    if found:
+        row, column, value = found
+        raise InvalidInputError(
+            f"{where.format(row=row + 1)} has expression coefficient {column + 1} = {value:.6g}. FLAME expression "
+            f"coefficients are in units of the PCA standard deviation (real faces stay within about ±3); the "
+            f"adapter takes values from -{COEFFICIENT_LIMIT:g} to {COEFFICIENT_LIMIT:g}.")
+    checks = ((EYELID_SLICE, 0.0, 1.0, "eyelid value", "0 (open) to 1 (closed), as SMIRK clamps them"),
+              (slice(JAW_OPEN_INDEX, JAW_OPEN_INDEX + 1), 0.0, math.inf, "jaw opening value",
+               "at least 0 rad (SMIRK passes it through a ReLU)"),
+              (slice(JAW_OPEN_INDEX + 1, EXPRESSION_DIM), -JAW_SIDE_LIMIT, JAW_SIDE_LIMIT, "sideways jaw value",
+               f"from -{JAW_SIDE_LIMIT:g} to {JAW_SIDE_LIMIT:g} rad, as SMIRK clamps them"))
+    for columns, low, high, what, allowed in checks:
+        found = _first_outside(x[:, columns].double(), low, high)
+        if found:
+            row, _, value = found
+            article = "an" if what[0] in "aeiou" else "a"
+            raise InvalidInputError(f"{where.format(row=row + 1)} has {article} {what} of {value:.6g}; it must be "
+                                    f"{allowed}.")
+    _warn_if_exaggerated(x[:, :N_EXPRESSION], name)
+
+
 def blend_expressions(a: Any, b: Any, weight: float) -> torch.Tensor:
     """``(1 - weight) * a + weight * b``: weight 0 gives ``a``, 1 gives ``b``.
 
     ``a`` and ``b`` are ``[N, 55]`` batches; a batch of 1 is paired with every row of the other (numpy broadcasting),
     otherwise both must have the same N.
     """
-    if isinstance(weight, bool) or not isinstance(weight, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(float(weight)) or not 0.0 <= float(weight) <= 1.0:
-        raise InvalidInputError(f"The blend weight must be a number from 0 to 1, got {weight!r}.")
+    weight = finite_number(weight, "The blend weight", lower=0.0, upper=1.0)
     a = validate_expression(a, "the first expression")
     b = validate_expression(b, "the second expression")
     if a.shape[0] != b.shape[0] and 1 not in (a.shape[0], b.shape[0]):

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CorruptWeightsError, InvalidInputError, NoFaceError, WrongModelError
+from ..validation import finite_number, float_array
 from .analysis import DetectedFace, FaceAnalyzer, FaceChoice, check_bgr, parse_face_choice
 from .landmarks import LANDMARK_TASK, mean_shape
 from .onnx_models import routed_as
@@ -18,9 +19,7 @@ ROTATION_TOLERANCE = 1e-4
 
 def rotation_from_angles(pitch: float, yaw: float, roll: float) -> np.ndarray:
     """R = Rz(roll) @ Ry(yaw) @ Rx(pitch), angles in degrees: the inverse of insightface's ``matrix2angle``."""
-    values = [pitch, yaw, roll]
-    if not all(isinstance(v, (int, float, np.floating, np.integer)) and math.isfinite(v) for v in values):
-        raise InvalidInputError(f"pitch, yaw and roll must be finite numbers (degrees), got {values!r}.")
+    values = [finite_number(v, f"{name} (degrees)") for name, v in (("pitch", pitch), ("yaw", yaw), ("roll", roll))]
     (cx, cy, cz), (sx, sy, sz) = np.cos(np.radians(values)), np.sin(np.radians(values))
     rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
     ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
@@ -41,7 +40,7 @@ def angles_from_rotation(rotation: np.ndarray) -> tuple[float, float, float]:
 
 def check_rotation(rotation: Any) -> np.ndarray:
     """A proper 3x3 rotation matrix as float64, or InvalidInputError."""
-    r = np.asarray(rotation, np.float64)
+    r = float_array(rotation, "A rotation")
     if r.shape != (3, 3) or not np.isfinite(r).all():
         raise InvalidInputError(f"A rotation must be a finite 3x3 matrix, got shape {r.shape}.")
     if np.abs(r @ r.T - np.eye(3)).max() > ROTATION_TOLERANCE or np.linalg.det(r) < 0:
@@ -51,10 +50,11 @@ def check_rotation(rotation: Any) -> np.ndarray:
 
 @dataclass(frozen=True)
 class HeadPose:
-    """Head pose of one face in a photo, estimated as insightface does (landmarks ~ scale * R @ mean + t)."""
+    """Head pose of one face in a photo, fitted as insightface does (landmarks ~ scale * R @ mean + t), with R the
+    nearest proper rotation (see ``rotation_from_affine``)."""
 
-    rotation: np.ndarray      # [3, 3] R
-    pitch: float              # degrees, = insightface's face['pose'][0]
+    rotation: np.ndarray      # [3, 3] R, orthonormal with determinant +1
+    pitch: float              # degrees, R's angles (= insightface's face['pose'][0] for a rigid face)
     yaw: float
     roll: float
     landmarks: np.ndarray     # [68, 3] float32: 1k3d68's landmarks in image pixels (face['landmark_3d_68'])
@@ -84,13 +84,30 @@ def estimate_head_pose(image_bgr: np.ndarray, analyzer: FaceAnalyzer, landmark_m
     points = landmark_model.get(image_bgr, record)
     if not np.isfinite(points).all():
         raise CorruptWeightsError(f"{landmark_model.model_file} returned NaN/inf landmarks: the file may be corrupt.")
-    # insightface's own steps (Landmark.get), on the same float32 arrays, so the angles equal face['pose'].
+    # insightface's own fit (Landmark.get), on the same float32 arrays; for a rigid face the angles equal face['pose'].
     affine = transform.estimate_affine_matrix_3d23d(landmark_model.mean_lmk, points)
-    scale, rotation, _ = transform.P2sRt(affine)
-    pitch, yaw, roll = transform.matrix2angle(rotation)
-    return HeadPose(rotation=np.asarray(rotation, np.float64), pitch=float(pitch), yaw=float(yaw), roll=float(roll),
-                    landmarks=np.asarray(points), canonical=canonical_shape(points, affine, rotation, scale),
-                    face=detected)
+    scale, rotation = rotation_from_affine(affine)
+    pitch, yaw, roll = angles_from_rotation(rotation)
+    return HeadPose(rotation=rotation, pitch=pitch, yaw=yaw, roll=roll, landmarks=np.asarray(points),
+                    canonical=canonical_shape(points, affine, rotation, scale), face=detected)
+
+
+def rotation_from_affine(affine: np.ndarray) -> tuple[float, np.ndarray]:
+    """(scale, R) of the affine fit ``points ~ A @ mean + t``: R is the rotation nearest to A's first two rows.
+
+    insightface's ``P2sRt`` normalises those two rows separately and crosses them, which is a rotation only when the
+    landmarks are an exact rigid copy of the mean shape; a real face (an open mouth, landmark noise) gives rows that
+    are not quite orthogonal. The nearest proper rotation (the orthogonal polar factor, by SVD) of the normalised rows
+    stacked over a zero row keeps insightface's convention (the third row follows from the first two, so the z
+    direction of the landmark model does not matter) and equals ``P2sRt``'s R whenever that one is a rotation.
+    """
+    rows = np.asarray(affine, np.float64)[:2, :3]
+    norms = np.linalg.norm(rows, axis=1)
+    if rows.shape != (2, 3) or not np.isfinite(rows).all() or not (norms > 1e-12).all():
+        raise NoFaceError("The face's 3D landmarks are degenerate (no head pose fits them).")
+    u, _, vt = np.linalg.svd(np.vstack([rows / norms[:, None], np.zeros(3)]))
+    rotation = u @ np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))]) @ vt
+    return float(norms.mean()), rotation
 
 
 def canonical_shape(points: np.ndarray, affine: np.ndarray, rotation: np.ndarray, scale: float) -> np.ndarray:

@@ -9,6 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import InvalidInputError, WrongModelError
+from ..validation import float_array
 from ..weights import LANDMARKS_3D, ModelRoots, find_weight
 from .analysis import FaceAnalyzer
 from .onnx_models import check_active_provider, check_providers, ctx_id, load_onnx, routed_as
@@ -35,7 +36,7 @@ def _mean_shape_cached() -> np.ndarray:
 
 def check_landmarks(landmarks: object, what: str = "landmarks") -> np.ndarray:
     """Return ``landmarks`` as a finite float64 [68, 3] array, or raise InvalidInputError."""
-    array = np.asarray(landmarks, dtype=np.float64)
+    array = float_array(landmarks, what)
     if array.shape != (NUM_LANDMARKS, 3):
         raise InvalidInputError(f"{what} must be 68 3D points (shape [68, 3]), got shape {array.shape}.")
     if not np.isfinite(array).all():

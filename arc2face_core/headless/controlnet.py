@@ -15,7 +15,6 @@ zeros, so here an uncontrolled step skips it.
 from __future__ import annotations
 
 import inspect
-import math
 import os
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 
 from ..errors import InvalidInputError, WrongModelError
 from ..pose.hint import check_hint_batch
+from ..validation import MAX_BATCH, MAX_PIXELS_SIDE, MAX_STEPS, finite_number, positive_int, whole_number
 from ..weights import CONTROLNET, HF_URL, find_with_config
 from .model_files import load_model, read_json
 
@@ -99,6 +99,10 @@ def control_image(hint: torch.Tensor, identities: int, images_per_id: int, heigh
         raise InvalidInputError(f"the pose hint must be a float IMAGE [B, H, W, 3] from prepare_normal_map, got {got}")
     if not torch.isfinite(hint).all() or hint.min() < 0 or hint.max() > 1:
         raise InvalidInputError("the pose hint must hold finite values in [0, 1] (use prepare_normal_map)")
+    identities = positive_int(identities, "identities", upper=MAX_BATCH)
+    images_per_id = positive_int(images_per_id, "images_per_id", upper=MAX_BATCH // identities)
+    height = positive_int(height, "height", upper=MAX_PIXELS_SIDE)
+    width = positive_int(width, "width", upper=MAX_PIXELS_SIDE)
     check_hint_batch(hint.shape[0], identities)
     image = hint.detach().to("cpu", torch.float32).movedim(-1, 1)
     if tuple(image.shape[-2:]) != (height, width):
@@ -110,9 +114,9 @@ def control_image(hint: torch.Tensor, identities: int, images_per_id: int, heigh
 
 def check_control_range(scale: float, start: float, end: float) -> None:
     """diffusers' rules (0 <= start < end <= 1), and a finite scale >= 0."""
-    for name, value in (("control_scale", scale), ("control_start", start), ("control_end", end)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise InvalidInputError(f"{name} must be a finite number >= 0, got {value!r}")
+    scale = finite_number(scale, "control_scale", lower=0.0)
+    start = finite_number(start, "control_start", lower=0.0)
+    end = finite_number(end, "control_end", lower=0.0)
     if not start < end <= 1:
         raise InvalidInputError(f"the control range must satisfy 0 <= start < end <= 1, got start {start} and end "
                                 f"{end}")
@@ -120,4 +124,8 @@ def check_control_range(scale: float, start: float, end: float) -> None:
 
 def control_active(step: int, steps: int, start: float, end: float) -> bool:
     """Whether step ``step`` (0-based) of ``steps`` is controlled: diffusers' ``controlnet_keep`` rule."""
+    steps = positive_int(steps, "steps", upper=MAX_STEPS)
+    step = whole_number(step, "step", lower=0, upper=steps - 1)
+    start = finite_number(start, "control_start", lower=0.0, upper=1.0)
+    end = finite_number(end, "control_end", lower=0.0, upper=1.0)
     return not (step / steps < start or (step + 1) / steps > end)

@@ -23,6 +23,7 @@ import torch
 from ..errors import InvalidInputError, WrongModelError
 from ..identity.embeddings import validate_embeds
 from ..identity.encoder import Arc2FaceIDEncoder, find_id_encoder, load_id_encoder
+from ..validation import MAX_BATCH, MAX_PIXELS_SIDE, MAX_STEPS, positive_int
 from ..weights import ModelRoots
 from .controlnet import (
     check_control_range,
@@ -66,6 +67,10 @@ def initial_noise(count: int, channels: int, latent_height: int, latent_width: i
     """Standard normal noise [count, C, h, w], float32, CPU: one draw from a CPU generator seeded with ``seed``."""
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 64:
         raise InvalidInputError(f"seed must be an integer from 0 to 2**64-1, got {seed!r}")
+    count = positive_int(count, "count", upper=MAX_BATCH)
+    channels = positive_int(channels, "channels", upper=64)
+    latent_height = positive_int(latent_height, "latent_height", upper=MAX_PIXELS_SIDE)
+    latent_width = positive_int(latent_width, "latent_width", upper=MAX_PIXELS_SIDE)
     generator = torch.Generator("cpu").manual_seed(seed)
     return torch.randn((count, channels, latent_height, latent_width), generator=generator, dtype=torch.float32)
 
@@ -300,8 +305,7 @@ class Arc2FacePipeline:
 
 
 def _check_count(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidInputError(f"{name} must be an integer >= 1, got {value!r}")
+    positive_int(value, name, upper=MAX_STEPS if name == "steps" else MAX_BATCH)
 
 
 def to_pil(images: np.ndarray) -> list:

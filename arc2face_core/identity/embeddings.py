@@ -1,7 +1,9 @@
 """Identity arithmetic on ArcFace embeddings (paper §4.4, supplement B). Every function returns unit rows.
 
 ARCFACE_EMBEDS is a float32 tensor [N, 512] whose rows are L2-normalised; these helpers accept any finite,
-non-zero rows and normalise them first, so a slightly off input is never a silent failure.
+non-zero rows and normalise them first, so a slightly off input is never a silent failure. Norms are taken after
+dividing each row by its largest magnitude: a float32 norm overflows to inf for elements above about 1.8e19 (its
+square above 3.4e38), and ``x / inf`` would silently turn a large but valid row into a zero vector.
 """
 
 from __future__ import annotations
@@ -12,12 +14,15 @@ from typing import Sequence
 import torch
 
 from ..errors import InvalidInputError
+from ..validation import finite_number, whole_number
 
 ARCFACE_DIM = 512
 AVERAGE_METHODS = ("mean", "median", "trimmed_mean")
 BLEND_METHODS = ("slerp", "linear")
 TRIM_PROPORTION = 0.2           # trimmed_mean cuts this share of values from each end, per dimension
 _PARALLEL_EPS = 1e-6            # below this angle (radians) slerp and linear coincide
+MAX_RANDOM_IDENTITIES = 1_000_000   # 2 GB of float32 vectors: beyond any dataset, and a typo's guard
+MAX_INTERPOLATION_STEPS = 100_000
 
 
 def validate_embeds(embeds, name: str = "embeds") -> torch.Tensor:
@@ -33,20 +38,48 @@ def validate_embeds(embeds, name: str = "embeds") -> torch.Tensor:
         raise InvalidInputError(f"{name} is an empty batch: no embeddings to use")
     if not embeds.is_floating_point():
         raise InvalidInputError(f"{name} must be floating point, got {embeds.dtype}")
-    embeds = embeds.float()
-    bad = (~torch.isfinite(embeds)).any(dim=1).nonzero().flatten().tolist()
+    bad = (~torch.isfinite(embeds)).any(dim=1).nonzero().flatten().tolist()   # in the given dtype
     if bad:
         raise InvalidInputError(f"{name} rows {[i + 1 for i in bad]} contain NaN or infinite values")
-    zero = (embeds.norm(dim=1) < 1e-6).nonzero().flatten().tolist()
+    peak = embeds.abs().amax(dim=1, keepdim=True)
+    zero = (_safe_norms(embeds, peak) < 1e-6).flatten().nonzero().flatten().tolist()
     if zero:
         raise InvalidInputError(f"{name} rows {[i + 1 for i in zero]} are zero vectors: they carry no identity")
-    return embeds
+    too_big = peak > torch.finfo(torch.float32).max
+    if too_big.any():   # e.g. float64 rows beyond float32's range: keep their direction, which is all that is used
+        embeds = torch.where(too_big, embeds / peak, embeds)
+    return embeds.float()
+
+
+def _safe_norms(rows: torch.Tensor, peak: torch.Tensor | None = None) -> torch.Tensor:
+    """[N, 1] L2 norms that cannot overflow: each row is divided by its largest magnitude first (0 for zero rows)."""
+    peak = rows.abs().amax(dim=1, keepdim=True) if peak is None else peak
+    safe_peak = torch.where(peak > 0, peak, torch.ones_like(peak))
+    return (rows / safe_peak).norm(dim=1, keepdim=True) * peak
+
+
+# Below this norm the squares inside a float32 norm lose precision (their sum nears the smallest normal float).
+_SMALLEST_SAFE_NORM = 1e-18
+
+
+def unit_rows(rows: torch.Tensor) -> torch.Tensor:
+    """Each finite, non-zero row divided by its L2 norm, overflow-safely.
+
+    A row whose plain norm is finite is divided by it exactly as the reference does (``x / ||x||``, bit for bit);
+    only a row whose norm overflows (elements above about 1e19) or underflows has its largest magnitude divided out
+    first, so it keeps its direction instead of becoming a zero row.
+    """
+    norms = rows.norm(dim=1, keepdim=True)
+    plain = torch.isfinite(norms) & (norms > _SMALLEST_SAFE_NORM)
+    if bool(plain.all()):
+        return rows / norms
+    scaled = rows / rows.abs().amax(dim=1, keepdim=True)
+    return torch.where(plain, rows / norms, scaled / scaled.norm(dim=1, keepdim=True))
 
 
 def normalize(embeds: torch.Tensor) -> torch.Tensor:
-    """Validated, L2-normalised float32 rows."""
-    embeds = validate_embeds(embeds)
-    return embeds / embeds.norm(dim=1, keepdim=True)
+    """Validated, L2-normalised float32 rows (also for rows too large for a plain float32 norm)."""
+    return unit_rows(validate_embeds(embeds))
 
 
 def _renormalize(rows: torch.Tensor, what: str) -> torch.Tensor:
@@ -58,7 +91,12 @@ def _renormalize(rows: torch.Tensor, what: str) -> torch.Tensor:
 
 
 def _as_weights(weight: float | Sequence[float] | torch.Tensor) -> torch.Tensor:
-    w = torch.as_tensor(weight, dtype=torch.float32).flatten()
+    if isinstance(weight, torch.Tensor):
+        w = weight.detach().to("cpu", torch.float32).flatten()
+    elif isinstance(weight, (list, tuple)):
+        w = torch.tensor([finite_number(v, "a blend weight", lower=0.0, upper=1.0) for v in weight])
+    else:
+        w = torch.tensor([finite_number(weight, "the blend weight", lower=0.0, upper=1.0)])
     if w.numel() == 0:
         raise InvalidInputError("blend weight list is empty")
     if not torch.isfinite(w).all() or (w < 0).any() or (w > 1).any():
@@ -102,8 +140,7 @@ def blend(embeds_a: torch.Tensor, embeds_b: torch.Tensor, weight: float | Sequen
 
 def interpolation_weights(steps: int) -> torch.Tensor:
     """``steps`` evenly spaced weights from 0 to 1 inclusive (one weight 0.5 when steps is 1)."""
-    if steps < 1:
-        raise InvalidInputError(f"steps must be at least 1, got {steps}")
+    steps = whole_number(steps, "steps", lower=1, upper=MAX_INTERPOLATION_STEPS)
     return torch.tensor([0.5]) if steps == 1 else torch.linspace(0.0, 1.0, steps)
 
 
@@ -133,9 +170,9 @@ def random_identities(count: int, seed: int) -> torch.Tensor:
 
     Drawn on the CPU from ``torch.Generator().manual_seed(seed)``, so a seed gives the same people everywhere.
     """
-    if count < 1:
-        raise InvalidInputError(f"count must be at least 1, got {count}")
-    gen = torch.Generator().manual_seed(int(seed))
+    count = whole_number(count, "count", lower=1, upper=MAX_RANDOM_IDENTITIES)
+    seed = whole_number(seed, "seed", lower=0, upper=2 ** 64 - 1)
+    gen = torch.Generator().manual_seed(seed)
     rows = torch.randn(count, ARCFACE_DIM, generator=gen, dtype=torch.float32)
     return rows / rows.norm(dim=1, keepdim=True)
 

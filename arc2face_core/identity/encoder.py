@@ -22,7 +22,7 @@ from ..errors import CorruptWeightsError
 from ..weights import ENCODER, HF_URL, find_weight, safe_join
 from . import prompt_tokens as tok
 from .clip_text import ClipTextConfig, ClipTextTower
-from .embeddings import ARCFACE_DIM, validate_embeds
+from .embeddings import ARCFACE_DIM, unit_rows, validate_embeds
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,7 @@ class Arc2FaceIDEncoder(ClipTextTower):
 
         Rows are L2-normalised first (the encoder was trained on unit vectors; a unit row is unchanged).
         """
-        embeds = validate_embeds(embeds, "embeds")
-        embeds = embeds / embeds.norm(dim=1, keepdim=True)
+        embeds = unit_rows(validate_embeds(embeds, "embeds"))   # overflow-safe: huge rows keep their direction
         weight = self.text_model.embeddings.token_embedding.weight
         token_embeds = self.identity_token_embeddings(embeds.to(device=weight.device, dtype=weight.dtype))
         return self._run(tok.PSEUDO_PROMPT_IDS, token_embeds)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..batching import plural
 from ..errors import InvalidInputError
+from ..validation import MAX_BATCH, MAX_PIXELS_SIDE, positive_int
 
 HINT_SIZE = 512          # the FFHQ-aligned training resolution
 BACKGROUND = 127 / 255   # n = 0 → uint8(0.5 * 255) = 127: the training renders' empty background
@@ -64,6 +66,7 @@ def _pad_square(images: torch.Tensor) -> torch.Tensor:
 
 def prepare_normal_map(images, size: int = HINT_SIZE) -> torch.Tensor:
     """IMAGE [B,H,W,3|4] (or [H,W,C]) → hint IMAGE [B,size,size,3], float32 on the CPU, background 127/255."""
+    size = positive_int(size, "size", upper=MAX_PIXELS_SIDE)
     images = _validate(images).cpu()
     rgb = images[..., :3]
     if images.shape[-1] == 4:
@@ -78,6 +81,9 @@ def prepare_normal_map(images, size: int = HINT_SIZE) -> torch.Tensor:
 
 def check_hint_batch(hints: int, identities: int) -> None:
     """A hint batch pairs with the identities (one each) or broadcasts (one for all)."""
+    hints, identities = positive_int(hints, "hints", upper=MAX_BATCH), positive_int(identities, "identities",
+                                                                                   upper=MAX_BATCH)
     if hints not in (1, identities):
-        raise InvalidInputError(f"normal_map has a batch of {hints} but the conditioning holds {identities} "
-                                f"identities: give 1 normal map (for all) or {identities} (one per identity)")
+        raise InvalidInputError(f"normal_map has a batch of {hints} but the conditioning holds "
+                                f"{plural(identities, 'identity', 'identities')}: give 1 normal map (for all) or "
+                                f"{identities} (one per identity)")

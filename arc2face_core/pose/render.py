@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import InvalidInputError
 from ..faces.analysis import FaceAnalyzer, FaceChoice
 from ..faces.head_pose import HeadPose, angles_from_rotation, check_rotation, estimate_head_pose
+from ..validation import MAX_PIXELS_SIDE, positive_int
 from .camera import FLIP_Y, ffhq_frame, framed_placement
 from .emoca_render import BACKGROUND_VALUE, HINT_SIZE, render_normals
 from .face_parameters import FaceParameters
@@ -48,6 +49,7 @@ def render_generic_head(landmarks: np.ndarray | None = None, rotation: np.ndarra
                         size: int = HINT_SIZE, *, roll_in_frame: bool = False) -> NormalRender:
     """The generic-head hint. ``landmarks``: a frontal, upright 68-point 3D shape in insightface's frame (e.g.
     ``HeadPose.canonical``), or None for the mean face. ``rotation``: R in insightface's frame (None = frontal)."""
+    size = positive_int(size, "size", upper=MAX_PIXELS_SIDE)
     rotation = np.eye(3) if rotation is None else check_rotation(rotation)
     head = build_generic_head(landmarks)
     posed = head.vertices @ rotation.T

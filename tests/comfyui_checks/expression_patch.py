@@ -70,6 +70,7 @@ def main() -> None:
     adapter = expression.Arc2FaceExpressionAdapterLoader().load()[0]
     g = torch.Generator().manual_seed(0)
     exprs = torch.randn(2, 55, generator=g) * 0.5
+    exprs[:, 50:] = exprs[:, 50:].abs().clamp(max=0.2)   # eyelids and jaw as SMIRK outputs them
     apply = expression.Arc2FaceExpressionAdapter().apply
     out = {}
 

@@ -224,7 +224,10 @@ def main() -> None:
     # composition: the Expression Adapter (attn2) in either order, another pack's attn1 replacement and attn1 patch
     exp_adapter = expression.Arc2FaceExpressionAdapterLoader().load()[0]
     exp_apply = expression.Arc2FaceExpressionAdapter().apply
-    expr = torch.randn(1, 55, generator=g) * 0.5
+    expr = torch.randn(1, 55, generator=g) * 0.5       # a SMIRK-like expression, inside what the adapter takes:
+    expr[:, 50:52] = torch.rand(1, 2, generator=g)       # eyelids 0 (open) .. 1 (closed)
+    expr[:, 52] = expr[:, 52].abs()                      # the mouth opening is at least 0
+    expr[:, 53:] = expr[:, 53:].clamp(-0.2, 0.2)         # the sideways jaw, as SMIRK clamps it
     ref_then_exp = exp_apply(patched, exp_adapter, expr, 1.0, 0.0, 1.0)[0]
     exp_then_ref = apply(exp_apply(unet, exp_adapter, expr, 1.0, 0.0, 1.0)[0], adapter, {"samples": samples},
                          [[identity, {}]], STRENGTH)[0]

@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 from comfyui_client import identities_prompt, sampler, save_latent, tag
-from fixtures_comfyui import REFERENCE_POSE
+from fixtures_comfyui import rigged_reference_landmarks
 
 
 def _prompt(prefix: str, crop_landmarks: str = "auto (MediaPipe if installed)", batch: bool = False) -> dict:
@@ -52,10 +52,8 @@ def test_face_parameters_node_outputs_the_aligned_photo_and_smirks_crop(comfy, c
     from skimage.transform import AffineTransform, warp
 
     from arc2face_core.faces.ffhq import image_align
-    from arc2face_core.faces.head_pose import rotation_from_angles
     from arc2face_core.pose.smirk_photo import landmarks_in_aligned
     from builders.onnx_faces import astronaut_rgb
-    from builders.onnx_landmarks import posed_mean_shape
 
     t = tag()
     entry = comfy.run_ok(_prompt(t, batch=True))
@@ -66,7 +64,7 @@ def test_face_parameters_node_outputs_the_aligned_photo_and_smirks_crop(comfy, c
     assert aligned.shape == (512, 512, 3) and crop.shape == (224, 224, 3)
 
     # the server's 1k3d68 is rigged to report this face; the aligned photo is its FFHQ alignment
-    landmarks = posed_mean_shape(rotation_from_angles(*REFERENCE_POSE))
+    landmarks = rigged_reference_landmarks()
     ffhq = image_align(astronaut_rgb(), landmarks[:, :2])
     diff = np.abs(aligned.astype(int) - ffhq.image.astype(int))
     assert diff.max() <= 1 and (diff > 0).mean() < 1e-3

@@ -109,7 +109,7 @@ def test_pose_errors(comfy):
     prompt = _pose_prompt(["arc2face_face.png"], ["arc2face_normals_front.png", "arc2face_normals_turned.png"], tag)
     entry = comfy.run(prompt)   # one identity, two normal maps
     assert entry["status"]["status_str"] == "error"
-    assert "InvalidInputError: normal_map has a batch of 2 but the conditioning holds 1 identities" in error_of(entry)
+    assert "InvalidInputError: normal_map has a batch of 2 but the conditioning holds 1 identity: give 1 normal map" in error_of(entry)
 
     prompt = _pose_prompt(["arc2face_face.png"], ["arc2face_normals_front.png"], tag, start=0.6, end=0.4)
     error = comfy.run_error(prompt)

@@ -109,7 +109,7 @@ def test_images_pair_with_their_identities(comfy):
 def test_a_nan_threshold_is_refused(comfy):
     prompt = scoring_prompt(["arc2face_face.png"], ["arc2face_face.png"], 1, math.nan, f"n_{tag()}")
     error = comfy.run_error(prompt)
-    assert "threshold must be a cosine similarity from -1 to 1, got nan" in error
+    assert "Filter by Identity: threshold must be a finite number from -1.0 to 1.0, got nan" in error
 
 
 def _save_prompt(source: dict, prefix: str) -> dict:
