@@ -2,16 +2,22 @@
 
 Every failure names the file and says what to do: a truncated download, a file that is not a checkpoint at all, or a
 pickle that holds more than tensors (which ``weights_only`` refuses to unpickle, by design).
+
+Files are memory-mapped, not copied: safetensors always, zip-format pickles with ``torch.load(mmap=True)`` (what
+transformers and diffusers do). The tensors read the file's pages as they are used, so loading costs no second copy
+of the weights; the pages are the operating system's file cache, shared by every process that loads the same file.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import threading
 import zipfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Optional
 
+import numpy as np
 import torch
 
 from .errors import CorruptWeightsError
@@ -51,7 +57,9 @@ def read_checkpoint(path: str | os.PathLike, *, source: str | None = None) -> An
     if path.suffix not in _PICKLE_SUFFIXES:
         raise CorruptWeightsError(f"{path}: unsupported weight file type {path.suffix!r} (expected .safetensors or .bin)")
     try:
-        return torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+        # Only the zip format (torch.save since 1.6) can be mapped; an older or a truncated file is read whole, and a
+        # truncated one fails below with its name.
+        return torch.load(os.fspath(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as exc:
         raise CorruptWeightsError(
             f"{path} is not a plain weights file: it asks to run Python code when loaded, which this pack refuses "
@@ -84,7 +92,67 @@ def load_state_dict(path: str | os.PathLike, *, source: str | None = None) -> St
 
 
 def check_finite(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
-    """Refuse weights holding NaN/inf: they would turn every output into noise without any error."""
+    """Refuse weights holding NaN/inf: they would turn every output into noise without any error.
+
+    One pass over each tensor and no copy of it: a float sum is finite only if every term is (NaN and inf propagate
+    through additions), so a finite sum clears the tensor; a non-finite one (or a sum of huge finite values that
+    overflowed) is settled element by element.
+    """
     for name, tensor in state_dict.items():
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+        if tensor.is_floating_point() and not _all_finite(tensor):
             raise CorruptWeightsError(f"{path}: tensor {name!r} contains NaN or infinite values; the file is corrupt.")
+
+
+# numpy sums on one core, outside torch's intra-op pool: the check of a memory-mapped file is mostly page faults,
+# which threads of one process take in turn, and it runs beside other work (BackgroundRead). Half-width floats are
+# summed in float32, so the sum of an ordinary fp16 tensor cannot overflow.
+_NUMPY_SUM = {torch.float16: np.float32, torch.float32: None, torch.float64: None}
+
+
+def _all_finite(tensor: torch.Tensor) -> bool:
+    if tensor.dtype in _NUMPY_SUM and tensor.device.type == "cpu":
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = tensor.detach().numpy().sum(dtype=_NUMPY_SUM[tensor.dtype])
+        if np.isfinite(total):
+            return True
+    else:   # bfloat16, float8 (no numpy dtype), or a tensor on an accelerator
+        try:
+            if torch.isfinite(tensor.sum(dtype=torch.float32)):
+                return True
+        except (RuntimeError, NotImplementedError):   # no sum kernel for this dtype: the exact test below
+            pass
+    return bool(torch.isfinite(tensor).all())
+
+
+class BackgroundRead:
+    """``load_state_dict`` (+ ``prepare``) + ``check_finite`` of one file, started in a worker thread.
+
+    The caller meanwhile imports the model's library, reads its config and builds the model on the meta device:
+    reading and checking the file (torch work, which releases the interpreter lock) overlaps with that instead of
+    following it. ``result()`` waits and returns the checked state dict, or raises the reader's error (which names
+    the file).
+    """
+
+    def __init__(self, path: str | os.PathLike, *, source: str | None = None,
+                 prepare: Optional[Callable[[StateDict], StateDict]] = None) -> None:
+        self.path = Path(path)
+        self._outcome: StateDict | BaseException = CorruptWeightsError(f"{self.path} was not read")
+        self._thread = threading.Thread(target=self._read, args=(source, prepare), daemon=True,
+                                        name=f"arc2face-read-{self.path.name}")
+        self._thread.start()
+
+    def _read(self, source: str | None, prepare: Optional[Callable[[StateDict], StateDict]]) -> None:
+        try:
+            state_dict = load_state_dict(self.path, source=source)
+            if prepare is not None:
+                state_dict = prepare(state_dict)
+            check_finite(state_dict, self.path)
+            self._outcome = state_dict
+        except BaseException as exc:   # handed over to the caller's thread by result()
+            self._outcome = exc
+
+    def result(self) -> StateDict:
+        self._thread.join()
+        if isinstance(self._outcome, BaseException):
+            raise self._outcome
+        return self._outcome
