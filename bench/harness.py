@@ -151,7 +151,8 @@ def git_commit() -> str:
         return subprocess.run(["git", *args], capture_output=True, text=True, cwd=REPO).stdout.strip()
 
     commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
-    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "arc2face_core", "bench")
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "arc2face_core", "bench",
+                ":(exclude)bench/RESULTS.md")
     return commit + (" + uncommitted changes to arc2face_core/ or bench/" if dirty else "")
 
 
