@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import gc
 import os
+import re
 
 import pytest
 import torch
@@ -126,6 +127,37 @@ def test_check_finite_finds_the_bad_tensor_among_many():
     sd = {f"block.{i}.weight": torch.randn(16, 16, generator=torch.Generator().manual_seed(i)) for i in range(40)}
     sd["block.23.weight"][5, 9] = float("nan")
     with pytest.raises(CorruptWeightsError, match=r"'block\.23\.weight'"):
+        check_finite(sd, "w.bin")
+
+
+@pytest.mark.parametrize("poisoned", ["layers.0.weight", "layers.5.bias", "layers.9.weight", None])
+def test_check_finite_on_tensors_that_share_one_buffer(tmp_path, poisoned):
+    """A safetensors file maps every tensor into one buffer, end to end: the bad one is still the one named, and a
+    run of huge finite values whose joint sum overflows is still accepted."""
+    g = torch.Generator().manual_seed(0)
+    sd = {}
+    for i in range(10):
+        sd[f"layers.{i}.weight"] = torch.randn(32, 16, generator=g)
+        sd[f"layers.{i}.bias"] = torch.full((16,), 3e38) if i == 3 else torch.randn(16, generator=g)
+    sd["steps"] = torch.arange(5)                        # not a float: never checked
+    if poisoned:
+        sd[poisoned].view(-1)[7] = float("nan")
+    save_file(sd, str(tmp_path / "w.safetensors"))
+    loaded = load_state_dict(tmp_path / "w.safetensors")
+    if poisoned:
+        with pytest.raises(CorruptWeightsError, match=f"tensor '{re.escape(poisoned)}' contains NaN") as err:
+            check_finite(loaded, tmp_path / "w.safetensors")
+        assert str(tmp_path / "w.safetensors") in str(err.value)
+    else:
+        check_finite(loaded, tmp_path / "w.safetensors")
+
+
+def test_check_finite_on_views_of_one_tensor():
+    base = torch.randn(1000, generator=torch.Generator().manual_seed(1))
+    sd = {"a": base[:400], "b": base[400:900].view(25, 20), "c": base[900:], "tied": base[:400]}
+    check_finite(sd, "w.bin")
+    base[650] = -float("inf")
+    with pytest.raises(CorruptWeightsError, match="tensor 'b' contains NaN"):
         check_finite(sd, "w.bin")
 
 
