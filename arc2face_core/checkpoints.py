@@ -10,8 +10,11 @@ of the weights; the pages are the operating system's file cache, shared by every
 
 from __future__ import annotations
 
+import ctypes
+import mmap
 import os
 import pickle
+import sys
 import threading
 import zipfile
 from pathlib import Path
@@ -94,19 +97,75 @@ def load_state_dict(path: str | os.PathLike, *, source: str | None = None) -> St
 def check_finite(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
     """Refuse weights holding NaN/inf: they would turn every output into noise without any error.
 
-    One pass over each tensor and no copy of it: a float sum is finite only if every term is (NaN and inf propagate
-    through additions), so a finite sum clears the tensor; a non-finite one (or a sum of huge finite values that
-    overflowed) is settled element by element.
+    One pass over the weights and no copy of them: a float sum is finite only if every term is (NaN and inf propagate
+    through additions), so a finite sum clears what it covers; a non-finite one (or a sum of huge finite values that
+    overflowed) is settled tensor by tensor, element by element. Tensors that lie end to end in memory (a
+    memory-mapped safetensors file: one run of the whole file per dtype) are summed as one array, in one call that
+    holds no interpreter lock, so the check barely slows whatever runs beside it (``BackgroundRead``).
     """
-    for name, tensor in state_dict.items():
-        if tensor.is_floating_point() and not _all_finite(tensor):
+    tensors = [(name, t) for name, t in state_dict.items() if t.is_floating_point()]
+    cleared = set()
+    for run in _adjacent_runs([t for _, t in tensors]):
+        if len(run) > 1 and _run_is_finite(run):
+            cleared.update(id(t) for t in run)
+    for name, tensor in tensors:
+        if id(tensor) not in cleared and not _all_finite(tensor):
             raise CorruptWeightsError(f"{path}: tensor {name!r} contains NaN or infinite values; the file is corrupt.")
+
+
+def _adjacent_runs(tensors: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+    """Contiguous CPU tensors of one numpy dtype that follow each other in memory, grouped (each run is one array)."""
+    candidates = sorted((t for t in tensors if t.device.type == "cpu" and t.dtype in _NUMPY_SUM and t.numel()
+                         and t.is_contiguous()), key=lambda t: t.data_ptr())
+    runs: list[list[torch.Tensor]] = []
+    for tensor in candidates:
+        last = runs[-1][-1] if runs else None
+        if last is not None and last.dtype == tensor.dtype \
+                and last.data_ptr() + last.numel() * last.element_size() == tensor.data_ptr():
+            runs[-1].append(tensor)
+        else:
+            runs.append([tensor])
+    return runs
+
+
+_MADV_POPULATE_READ = 22   # Linux >= 5.14: map a range's pages in one call instead of one page fault at a time
+
+
+def _map_in(start: int, size: int) -> None:
+    """Ask Linux to map a memory-mapped file's pages in bulk before they are read (about a fifth cheaper than taking
+    each page fault in turn); a no-op where that is not available."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        madvise = ctypes.CDLL(None).madvise
+        madvise.argtypes, madvise.restype = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_int
+        first = start - start % mmap.PAGESIZE
+        madvise(first, start + size - first, _MADV_POPULATE_READ)   # failure (old kernel, not a file) changes nothing
+    except (OSError, AttributeError):
+        pass
+
+
+class _Memory:
+    """A read-only numpy view of memory that the given tensors own (numpy's array interface, no copy)."""
+
+    def __init__(self, start: int, count: int, dtype: np.dtype) -> None:
+        self.__array_interface__ = {"data": (start, True), "shape": (count,), "typestr": dtype.str, "version": 3}
+
+
+def _run_is_finite(run: list[torch.Tensor]) -> bool:
+    start, last = run[0].data_ptr(), run[-1]
+    count = (last.data_ptr() - start) // last.element_size() + last.numel()
+    _map_in(start, count * last.element_size())
+    values = np.asarray(_Memory(start, count, np.dtype(_NUMPY_DTYPE[last.dtype])))
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(values.sum(dtype=_NUMPY_SUM[last.dtype])))
 
 
 # numpy sums on one core, outside torch's intra-op pool: the check of a memory-mapped file is mostly page faults,
 # which threads of one process take in turn, and it runs beside other work (BackgroundRead). Half-width floats are
 # summed in float32, so the sum of an ordinary fp16 tensor cannot overflow.
 _NUMPY_SUM = {torch.float16: np.float32, torch.float32: None, torch.float64: None}
+_NUMPY_DTYPE = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
 
 
 def _all_finite(tensor: torch.Tensor) -> bool:
