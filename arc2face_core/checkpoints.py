@@ -2,17 +2,26 @@
 
 Every failure names the file and says what to do: a truncated download, a file that is not a checkpoint at all, or a
 pickle that holds more than tensors (which ``weights_only`` refuses to unpickle, by design).
+
+Files are memory-mapped, not copied: safetensors always, zip-format pickles with ``torch.load(mmap=True)`` (what
+transformers and diffusers do). The tensors read the file's pages as they are used, so loading costs no second copy
+of the weights; the pages are the operating system's file cache, shared by every process that loads the same file.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
+import mmap
 import os
 import pickle
+import sys
+import threading
 import zipfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Optional
 
+import numpy as np
 import torch
 
 from .errors import CorruptWeightsError
@@ -52,7 +61,9 @@ def read_checkpoint(path: str | os.PathLike, *, source: str | None = None) -> An
     if path.suffix not in _PICKLE_SUFFIXES:
         raise CorruptWeightsError(f"{path}: unsupported weight file type {path.suffix!r} (expected .safetensors or .bin)")
     try:
-        return torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+        # Only the zip format (torch.save since 1.6) can be mapped; an older or a truncated file is read whole, and a
+        # truncated one fails below with its name.
+        return torch.load(os.fspath(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as exc:
         raise CorruptWeightsError(
             f"{path} is not a plain weights file: it asks to run Python code when loaded, which this pack refuses "
@@ -111,7 +122,123 @@ def load_state_dict(path: str | os.PathLike, *, source: str | None = None) -> St
 
 
 def check_finite(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
-    """Refuse weights holding NaN/inf: they would turn every output into noise without any error."""
-    for name, tensor in state_dict.items():
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+    """Refuse weights holding NaN/inf: they would turn every output into noise without any error.
+
+    One pass over the weights and no copy of them: a float sum is finite only if every term is (NaN and inf propagate
+    through additions), so a finite sum clears what it covers; a non-finite one (or a sum of huge finite values that
+    overflowed) is settled tensor by tensor, element by element. Tensors that lie end to end in memory (a
+    memory-mapped safetensors file: one run of the whole file per dtype) are summed as one array, in one call that
+    holds no interpreter lock, so the check barely slows whatever runs beside it (``BackgroundRead``).
+    """
+    tensors = [(name, t) for name, t in state_dict.items() if t.is_floating_point()]
+    cleared = set()
+    for run in _adjacent_runs([t for _, t in tensors]):
+        if len(run) > 1 and _run_is_finite(run):
+            cleared.update(id(t) for t in run)
+    for name, tensor in tensors:
+        if id(tensor) not in cleared and not _all_finite(tensor):
             raise CorruptWeightsError(f"{path}: tensor {name!r} contains NaN or infinite values; the file is corrupt.")
+
+
+def _adjacent_runs(tensors: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+    """Contiguous CPU tensors of one numpy dtype that follow each other in memory, grouped (each run is one array)."""
+    candidates = sorted((t for t in tensors if t.device.type == "cpu" and t.dtype in _NUMPY_SUM and t.numel()
+                         and t.is_contiguous()), key=lambda t: t.data_ptr())
+    runs: list[list[torch.Tensor]] = []
+    for tensor in candidates:
+        last = runs[-1][-1] if runs else None
+        if last is not None and last.dtype == tensor.dtype \
+                and last.data_ptr() + last.numel() * last.element_size() == tensor.data_ptr():
+            runs[-1].append(tensor)
+        else:
+            runs.append([tensor])
+    return runs
+
+
+_MADV_POPULATE_READ = 22   # Linux >= 5.14: map a range's pages in one call instead of one page fault at a time
+
+
+def _map_in(start: int, size: int) -> None:
+    """Ask Linux to map a memory-mapped file's pages in bulk before they are read (about a fifth cheaper than taking
+    each page fault in turn); a no-op where that is not available."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        madvise = ctypes.CDLL(None).madvise
+        madvise.argtypes, madvise.restype = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_int
+        first = start - start % mmap.PAGESIZE
+        madvise(first, start + size - first, _MADV_POPULATE_READ)   # failure (old kernel, not a file) changes nothing
+    except (OSError, AttributeError):
+        pass
+
+
+class _Memory:
+    """A read-only numpy view of memory that the given tensors own (numpy's array interface, no copy)."""
+
+    def __init__(self, start: int, count: int, dtype: np.dtype) -> None:
+        self.__array_interface__ = {"data": (start, True), "shape": (count,), "typestr": dtype.str, "version": 3}
+
+
+def _run_is_finite(run: list[torch.Tensor]) -> bool:
+    start, last = run[0].data_ptr(), run[-1]
+    count = (last.data_ptr() - start) // last.element_size() + last.numel()
+    _map_in(start, count * last.element_size())
+    values = np.asarray(_Memory(start, count, np.dtype(_NUMPY_DTYPE[last.dtype])))
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(values.sum(dtype=_NUMPY_SUM[last.dtype])))
+
+
+# numpy sums on one core, outside torch's intra-op pool: the check of a memory-mapped file is mostly page faults,
+# which threads of one process take in turn, and it runs beside other work (BackgroundRead). Half-width floats are
+# summed in float32, so the sum of an ordinary fp16 tensor cannot overflow.
+_NUMPY_SUM = {torch.float16: np.float32, torch.float32: None, torch.float64: None}
+_NUMPY_DTYPE = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
+
+
+def _all_finite(tensor: torch.Tensor) -> bool:
+    if tensor.dtype in _NUMPY_SUM and tensor.device.type == "cpu":
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = tensor.detach().numpy().sum(dtype=_NUMPY_SUM[tensor.dtype])
+        if np.isfinite(total):
+            return True
+    else:   # bfloat16, float8 (no numpy dtype), or a tensor on an accelerator
+        try:
+            if torch.isfinite(tensor.sum(dtype=torch.float32)):
+                return True
+        except (RuntimeError, NotImplementedError):   # no sum kernel for this dtype: the exact test below
+            pass
+    return bool(torch.isfinite(tensor).all())
+
+
+class BackgroundRead:
+    """``load_state_dict`` (+ ``prepare``) + ``check_finite`` of one file, started in a worker thread.
+
+    The caller meanwhile imports the model's library, reads its config and builds the model on the meta device:
+    reading and checking the file (torch work, which releases the interpreter lock) overlaps with that instead of
+    following it. ``result()`` waits and returns the checked state dict, or raises the reader's error (which names
+    the file).
+    """
+
+    def __init__(self, path: str | os.PathLike, *, source: str | None = None,
+                 prepare: Optional[Callable[[StateDict], StateDict]] = None) -> None:
+        self.path = Path(path)
+        self._outcome: StateDict | BaseException = CorruptWeightsError(f"{self.path} was not read")
+        self._thread = threading.Thread(target=self._read, args=(source, prepare), daemon=True,
+                                        name=f"arc2face-read-{self.path.name}")
+        self._thread.start()
+
+    def _read(self, source: str | None, prepare: Optional[Callable[[StateDict], StateDict]]) -> None:
+        try:
+            state_dict = load_state_dict(self.path, source=source)
+            if prepare is not None:
+                state_dict = prepare(state_dict)
+            check_finite(state_dict, self.path)
+            self._outcome = state_dict
+        except BaseException as exc:   # handed over to the caller's thread by result()
+            self._outcome = exc
+
+    def result(self) -> StateDict:
+        self._thread.join()
+        if isinstance(self._outcome, BaseException):
+            raise self._outcome
+        return self._outcome

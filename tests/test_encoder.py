@@ -9,6 +9,9 @@ CLIPTextModel and running its unmodified forward on the token ids is the same co
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +24,8 @@ from builders.clip_encoder import write_encoder
 from numerics import ulps
 
 transformers = pytest.importorskip("transformers")
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -198,3 +203,23 @@ def test_encoder_found_in_the_second_root(tmp_path, encoder_root):
     shutil.copytree(encoder_root / "encoder", other / "encoder")
     weights, _ = find_id_encoder([tmp_path / "empty", other])
     assert weights == other / "encoder" / "pytorch_model.bin"
+
+
+_LOAD_AND_REPORT_DYNAMO = """
+import sys, torch
+before = "torch._dynamo" in sys.modules
+from arc2face_core.identity.encoder import load_id_encoder
+load_id_encoder(sys.argv[1], operations=torch.nn if sys.argv[2] == "torch.nn" else None)
+print(before, "torch._dynamo" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("operations, imports_dynamo", [("default", False), ("torch.nn", True)])
+def test_loading_does_not_pull_in_torch_compile(encoder_root, operations, imports_dynamo):
+    """Building the tower with torch.nn's own init on the meta device imports torch._dynamo (seconds, hundreds of
+    MiB; the torch.nn row is the control that shows it); the default loader skips that init."""
+    out = subprocess.run([sys.executable, "-c", _LOAD_AND_REPORT_DYNAMO,
+                          str(encoder_root / "encoder" / "pytorch_model.bin"), operations],
+                         capture_output=True, text=True, check=True, cwd=REPO)
+    before, after = out.stdout.split()
+    assert before == "False" and after == str(imports_dynamo)

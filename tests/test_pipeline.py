@@ -214,6 +214,32 @@ def test_a_missing_unet_tensor_is_an_error_not_a_random_weight(tmp_path):
     assert info["missing_keys"] == ["conv_norm_out.weight"]
 
 
+def test_nan_or_inf_in_the_unet_is_refused_with_file_and_tensor(tmp_path):
+    weights = write_tiny_unet(tmp_path)
+    clean = load_file(weights)
+    for poison in (float("nan"), -float("inf")):
+        sd = {k: v.clone() for k, v in clean.items()}
+        sd["mid_block.resnets.0.conv1.weight"][3, 2, 1, 0] = poison
+        save_file(sd, str(weights))
+        with pytest.raises(CorruptWeightsError, match=r"arc2face/diffusion_pytorch_model\.safetensors: tensor "
+                                                      r"'mid_block\.resnets\.0\.conv1\.weight' contains NaN"):
+            load_unet(weights)
+
+
+def test_a_broken_unet_file_is_reported_before_a_broken_config(tmp_path):
+    """The file is read in the background while the config builds the model: when both are broken, the file's
+    error is the one reported, as when the file was read first."""
+    weights = write_tiny_unet(tmp_path)
+    config = weights.with_name("config.json")
+    config.write_text(config.read_text().replace('"CrossAttnDownBlock2D"', '"NoSuchBlock2D"'))
+    with pytest.raises(CorruptWeightsError, match=r"config\.json is not a valid UNet2DConditionModel config"):
+        load_unet(weights)
+    weights.write_bytes(weights.read_bytes()[:5000])
+    with pytest.raises(CorruptWeightsError, match=r"diffusion_pytorch_model\.safetensors is not a readable "
+                                                  r"safetensors file"):
+        load_unet(weights)
+
+
 def test_single_file_vae_equals_the_folder(tiny_pipeline, tiny_vae_folder, tiny_vae_file, tmp_path):
     legacy = write_tiny_vae_file(tmp_path / "legacy.safetensors", seed=1, legacy_attention_names=True)
     assert any(".query." in k for k in load_file(legacy))

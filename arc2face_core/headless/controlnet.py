@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..checkpoints import BackgroundRead
 from ..errors import InvalidInputError, WrongModelError
 from ..pose.hint import check_hint_batch
 from ..validation import MAX_BATCH, MAX_PIXELS_SIDE, MAX_STEPS, finite_number, positive_int, whole_number
@@ -65,7 +66,7 @@ def load_controlnet(weights: str | os.PathLike, config_path: str | os.PathLike |
     if _setting(ControlNetModel, config, "global_pool_conditions"):
         raise WrongModelError(f"{config_path} describes a pooled-condition (guess mode) ControlNet, not Arc2Face's "
                               f"pose ControlNet. {_HINT}")
-    return load_model(ControlNetModel, config, weights, str(config_path), _HINT)
+    return load_model(ControlNetModel, config, BackgroundRead(weights), str(config_path), _HINT)
 
 
 def check_controlnet_fits(controlnet, unet, vae_scale_factor: int) -> None:

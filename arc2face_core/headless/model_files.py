@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Optional
 
 import torch
 
-from ..checkpoints import check_finite, load_state_dict
+from ..checkpoints import BackgroundRead
 from ..errors import CorruptWeightsError, WeightsNotFoundError, WrongModelError
 from ..weights import HF_URL, UNET, find_with_config
 
@@ -47,35 +48,42 @@ def read_json(path: Path, what: str, hint: str) -> dict:
     return config
 
 
-def load_model(cls, config: dict, weights: Path, config_name: str, hint: str, *, legacy_names: bool = False,
-               convert=None):
+def load_model(cls, config: dict, weights: BackgroundRead, config_name: str, hint: str):
     """Build ``cls`` from ``config`` without initialising it and load ``weights`` strictly (every key, every shape).
 
-    diffusers' ``from_pretrained`` only warns about missing tensors and leaves them random (the silent-miss pitfall),
-    and without ``accelerate`` it first initialises every weight at random: this does neither.
+    ``weights`` is being read (memory-mapped) and checked for NaN/inf in the background meanwhile; its tensors become
+    the model's parameters as they are, with no copy. diffusers' ``from_pretrained`` only warns about missing
+    tensors and leaves them random (the silent-miss pitfall), and without ``accelerate`` it first initialises every
+    weight at random: this does neither.
     """
-    sd = load_state_dict(weights)
-    if convert is not None:   # e.g. a VAE file in the original Stable Diffusion layout (vae_files)
-        sd = convert(sd)
-    if legacy_names:
-        sd = _rename_legacy_attention(sd)
-    check_finite(sd, weights)
     try:
-        with torch.device("meta"):
+        with _no_weight_init(), torch.device("meta"):
             model = cls.from_config(config)
     except Exception as exc:  # diffusers raises TypeError/ValueError/KeyError/... for bad configs
+        weights.result()   # a broken weight file is the first thing to report, as when it was read first
         raise CorruptWeightsError(f"{config_name} is not a valid {cls.__name__} config ({exc}). {hint}") from exc
+    sd = weights.result()
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing = sorted(expected.keys() - sd.keys())
     unexpected = sorted(sd.keys() - expected.keys())
     wrong = sorted(k for k in expected.keys() & sd.keys() if tuple(sd[k].shape) != expected[k])
     if missing or unexpected or wrong:
         raise CorruptWeightsError(
-            f"{weights} does not match the {cls.__name__} described by {config_name}: missing {len(missing)} tensors "
-            f"{missing[:4]}, unexpected {len(unexpected)} {unexpected[:4]}, wrong shape {len(wrong)} {wrong[:4]}. "
-            f"{_ldm_hint(sd)}{hint}")
+            f"{weights.path} does not match the {cls.__name__} described by {config_name}: missing {len(missing)} "
+            f"tensors {missing[:4]}, unexpected {len(unexpected)} {unexpected[:4]}, wrong shape {len(wrong)} "
+            f"{wrong[:4]}. {_ldm_hint(sd)}{hint}")
     model.load_state_dict(sd, strict=True, assign=True)
     return model.eval().requires_grad_(False)
+
+
+def _no_weight_init():
+    """diffusers' own switch that skips torch.nn.init while a model is built (its from_pretrained uses it): on the
+    meta device the random init computes nothing, yet costs time; a nullcontext where diffusers lacks it."""
+    try:
+        from diffusers.models.modeling_utils import no_init_weights
+    except ImportError:
+        return contextlib.nullcontext()
+    return no_init_weights()
 
 
 def _ldm_hint(sd: dict) -> str:
@@ -103,14 +111,18 @@ def find_unet(arc2face_roots, *, download: bool = False) -> tuple[Path, Path]:
 
 
 def load_unet(weights: str | os.PathLike, config_path: str | os.PathLike | None = None):
-    """The Arc2Face UNet (``UNet2DConditionModel``) from its diffusers folder files, loaded strictly, fp32 as stored."""
-    from diffusers import UNet2DConditionModel
+    """The Arc2Face UNet (``UNet2DConditionModel``) from its diffusers folder files, loaded strictly, fp32 as stored.
 
+    The 3.4 GB file is read and checked while diffusers is imported and the model built (``BackgroundRead``).
+    """
     weights = Path(weights)
     config_path = Path(config_path) if config_path is not None else weights.with_name("config.json")
     hint = f"Download arc2face/config.json and arc2face/diffusion_pytorch_model.safetensors from {HF_URL}."
     config = read_json(config_path, "Arc2Face UNet config", hint)
-    return load_model(UNet2DConditionModel, config, weights, str(config_path), hint)
+    reading = BackgroundRead(weights, source=HF_URL)
+    from diffusers import UNet2DConditionModel
+
+    return load_model(UNet2DConditionModel, config, reading, str(config_path), hint)
 
 
 def load_vae(path: str | os.PathLike, config: Optional[dict] = None):
@@ -122,8 +134,6 @@ def load_vae(path: str | os.PathLike, config: Optional[dict] = None):
     The attention names of files saved by diffusers < 0.14 (``query``/``key``/``value``/``proj_attn``, the era of
     SD1.5's own vae/ file) are accepted, as diffusers' ``from_pretrained`` accepts them.
     """
-    from diffusers import AutoencoderKL
-
     path = Path(path)
     hint = f"Use SD1.5's VAE: {SD15_VAE_URL} (or the vae/ folder of stable-diffusion-v1-5)."
     if path.is_dir():
@@ -145,5 +155,9 @@ def load_vae(path: str | os.PathLike, config: Optional[dict] = None):
                               f"and scaling factor {scaling}: not SD1.5's (4, {VAE_SCALING_FACTOR}). {hint}")
     from .vae_files import to_diffusers_names
 
-    return load_model(AutoencoderKL, config, weights, config_name, hint, legacy_names=True,
-                      convert=lambda sd: to_diffusers_names(sd, config, weights))
+    # a file in the original Stable Diffusion layout gets diffusers' names, then old diffusers' attention names
+    reading = BackgroundRead(weights, prepare=lambda sd: _rename_legacy_attention(to_diffusers_names(sd, config,
+                                                                                                     weights)))
+    from diffusers import AutoencoderKL
+
+    return load_model(AutoencoderKL, config, reading, config_name, hint)

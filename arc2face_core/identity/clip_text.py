@@ -132,6 +132,25 @@ class _TextTransformer(nn.Module):
         self.final_layer_norm = ops.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
 
 
+class SkipInit:
+    """``torch.nn``'s Linear, LayerNorm and Embedding without their random initialisation, for a tower whose every
+    weight comes from a file. On the meta device the init computes nothing, but ``Embedding``'s ``normal_`` there
+    goes through torch's Python reference kernels, whose first use imports torch._dynamo: seconds and hundreds of
+    MiB for nothing."""
+
+    class Linear(nn.Linear):
+        def reset_parameters(self) -> None:
+            pass
+
+    class LayerNorm(nn.LayerNorm):
+        def reset_parameters(self) -> None:
+            pass
+
+    class Embedding(nn.Embedding):
+        def reset_parameters(self) -> None:
+            pass
+
+
 class ClipTextTower(nn.Module):
     """CLIP's text transformer driven by token embeddings: causal self-attention, no padding mask, final LayerNorm.
 

@@ -21,7 +21,7 @@ from ..checkpoints import check_finite, load_state_dict
 from ..errors import CorruptWeightsError
 from ..weights import ENCODER, HF_URL, find_weight, safe_join
 from . import prompt_tokens as tok
-from .clip_text import ClipTextConfig, ClipTextTower
+from .clip_text import ClipTextConfig, ClipTextTower, SkipInit
 from .embeddings import ARCFACE_DIM, unit_rows, validate_embeds
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,9 @@ def load_id_encoder(weights_path: str | os.PathLike, config_path: str | os.PathL
                     dtype: torch.dtype = torch.float32, operations=None) -> Arc2FaceIDEncoder:
     """Build the encoder from ``config.json`` and load its weights strictly (every key, every shape).
 
-    ``operations`` lets a host (ComfyUI) supply its own Linear/LayerNorm/Embedding classes; by default torch.nn.
+    ``operations`` lets a host (ComfyUI) supply its own Linear/LayerNorm/Embedding classes; by default torch.nn's
+    (without their random init). The weights stay memory-mapped (``read_checkpoint``) and become the parameters
+    as they are: no second copy unless ``dtype`` differs from the file's.
     """
     weights_path = Path(weights_path)
     config_path = Path(config_path) if config_path is not None else weights_path.with_name("config.json")
@@ -110,7 +112,7 @@ def load_id_encoder(weights_path: str | os.PathLike, config_path: str | os.PathL
     if cfg.max_position_embeddings < tok.MAX_LENGTH:
         raise CorruptWeightsError(f"{weights_path}: {cfg.max_position_embeddings} positions, need {tok.MAX_LENGTH}.")
     with torch.device("meta"):
-        model = Arc2FaceIDEncoder(cfg, operations=operations)
+        model = Arc2FaceIDEncoder(cfg, operations=operations if operations is not None else SkipInit)
     missing, unexpected = _key_diff(model, sd)
     if missing or unexpected:
         raise CorruptWeightsError(
