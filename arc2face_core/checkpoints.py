@@ -214,16 +214,25 @@ class BackgroundRead:
     """``load_state_dict`` (+ ``prepare``) + ``check_finite`` of one file, started in a worker thread.
 
     The caller meanwhile imports the model's library, reads its config and builds the model on the meta device:
-    reading and checking the file (torch work, which releases the interpreter lock) overlaps with that instead of
-    following it. ``result()`` waits and returns the checked state dict, or raises the reader's error (which names
-    the file).
+    reading and checking the file (work that releases the interpreter lock) overlaps with that instead of following
+    it. ``loaded()`` waits for the read only (the tensors may still be being checked); ``result()`` waits for the
+    check too and returns the checked state dict, or raises the reader's error (which names the file).
     """
 
     def __init__(self, path: str | os.PathLike, *, source: str | None = None,
-                 prepare: Optional[Callable[[StateDict], StateDict]] = None) -> None:
+                 prepare: Optional[Callable[[StateDict], StateDict]] = None, check_later: bool = False) -> None:
         self.path = Path(path)
-        self._outcome: StateDict | BaseException = CorruptWeightsError(f"{self.path} was not read")
-        self._thread = threading.Thread(target=self._read, args=(source, prepare), daemon=True,
+        self._state_dict: StateDict | None = None
+        self._outcome: StateDict | BaseException | None = CorruptWeightsError(f"{self.path} was not read")
+        self._read_done = threading.Event()
+        # check_later: the check waits for start_check(), so it does not compete with the caller's import and build
+        # (on two cores a parallel pass over 3.4 GB slows a Python import by about a tenth)
+        self._may_check = threading.Event()
+        if not check_later:
+            self._may_check.set()
+        # not a daemon: an interpreter that exits mid-check waits for it (a daemon thread inside a numpy pass over a
+        # mapped file can abort the process at shutdown)
+        self._thread = threading.Thread(target=self._read, args=(source, prepare), daemon=False,
                                         name=f"arc2face-read-{self.path.name}")
         self._thread.start()
 
@@ -232,13 +241,41 @@ class BackgroundRead:
             state_dict = load_state_dict(self.path, source=source)
             if prepare is not None:
                 state_dict = prepare(state_dict)
+        except BaseException as exc:   # handed over to the caller's thread by loaded() / result()
+            self._outcome = exc
+            self._read_done.set()
+            return
+        self._state_dict = state_dict
+        self._read_done.set()
+        self._may_check.wait()
+        try:
             check_finite(state_dict, self.path)
             self._outcome = state_dict
-        except BaseException as exc:   # handed over to the caller's thread by result()
+        except BaseException as exc:
             self._outcome = exc
 
+    def start_check(self) -> None:
+        """Let a ``check_later`` reader begin its NaN/inf check (no-op otherwise)."""
+        self._may_check.set()
+
+    def loaded(self) -> StateDict:
+        """The state dict once read (and prepared), before its NaN/inf check has necessarily finished."""
+        self._read_done.wait()
+        if self._state_dict is None:
+            raise self._outcome
+        return self._state_dict
+
     def result(self) -> StateDict:
+        """The checked state dict; raises the read's or the check's error."""
+        self._may_check.set()
         self._thread.join()
         if isinstance(self._outcome, BaseException):
             raise self._outcome
         return self._outcome
+
+    def release(self) -> None:
+        """Drop this reader's references to the tensors once the model holds what it needs (after result())."""
+        self._may_check.set()
+        self._thread.join()
+        if not isinstance(self._outcome, BaseException):
+            self._state_dict = self._outcome = None

@@ -127,11 +127,14 @@ ENCODER_NOTES = (
     "time. Its peak memory includes those pages (the token table is read in full); transformers' includes its "
     "larger import.")
 UNET_NOTES = (
-    "diffusers maps the file and reads nothing until the first step. The pack reads and checks every weight for "
-    "NaN/inf (about 0.5 CPU-seconds for 3.4 GB) in a worker thread while diffusers is imported, so import + load "
-    "takes the same wall time when the machine has a core to spare and up to that much more when it has none "
-    "(the load average of each pair is listed below). Import + load + one step, where both sides have read the "
-    "whole file, is the like-for-like time; \"load again\" is the check alone, with nothing left to hide it behind.")
+    "diffusers maps the file and reads nothing until the first step. The pack maps it too while diffusers is "
+    "imported, and checks every weight for NaN/inf (about 0.5 CPU-seconds for 3.4 GB) in a worker thread that "
+    "starts when load_unet returns (started earlier, on two cores, it slowed the import by about a tenth); the "
+    "UNet's first forward call waits for it, so a corrupt file is refused before anything is computed. In a "
+    "headless run the check overlaps the encoder's and the VAE's loading; here nothing follows the load but the "
+    "step, so import + load + one step (both sides have then read the whole file, and the pack has checked it) is "
+    "the like-for-like time. \"Load again\" times the load alone.")
+
 
 def _same_output(pairs, tolerance: float = 1e-4) -> tuple[bool, str]:
     """Every run's output checksum equals the first pack run's (relative to the absolute sum)."""

@@ -256,3 +256,16 @@ def test_background_read_errors_reach_the_caller_with_the_file_named(tmp_path):
         BackgroundRead(tmp_path / "inf.safetensors").result()
     with pytest.raises(CorruptWeightsError, match=r"Cannot read .*absent\.safetensors.*from https://example\.org"):
         BackgroundRead(tmp_path / "absent.safetensors", source="https://example.org").result()
+
+
+def test_background_read_hands_over_the_tensors_before_the_check_settles(tmp_path):
+    sd = {"a.weight": torch.randn(3, 4)}
+    sd["a.weight"][0, 2] = float("nan")
+    save_file(sd, str(tmp_path / "nan.safetensors"))
+    reading = BackgroundRead(tmp_path / "nan.safetensors")
+    loaded = reading.loaded()                     # read: usable for building the model, not yet trusted
+    assert loaded.keys() == {"a.weight"} and torch.isnan(loaded["a.weight"][0, 2])
+    with pytest.raises(CorruptWeightsError, match=r"nan\.safetensors: tensor 'a\.weight' contains NaN"):
+        reading.result()
+    with pytest.raises(CorruptWeightsError, match=r"Cannot read .*absent\.safetensors"):
+        BackgroundRead(tmp_path / "absent.safetensors").loaded()

@@ -215,15 +215,37 @@ def test_a_missing_unet_tensor_is_an_error_not_a_random_weight(tmp_path):
 
 
 def test_nan_or_inf_in_the_unet_is_refused_with_file_and_tensor(tmp_path):
+    """The check runs on after load_unet returns (beside the other models' loading); the first forward call waits
+    for it, so nothing is ever computed from the corrupt weights, and every later call is refused too."""
+    from arc2face_core.headless.model_files import wait_for_weight_check
+
     weights = write_tiny_unet(tmp_path)
     clean = load_file(weights)
+    named = (r"arc2face/diffusion_pytorch_model\.safetensors: tensor 'mid_block\.resnets\.0\.conv1\.weight' "
+             r"contains NaN")
     for poison in (float("nan"), -float("inf")):
         sd = {k: v.clone() for k, v in clean.items()}
         sd["mid_block.resnets.0.conv1.weight"][3, 2, 1, 0] = poison
         save_file(sd, str(weights))
-        with pytest.raises(CorruptWeightsError, match=r"arc2face/diffusion_pytorch_model\.safetensors: tensor "
-                                                      r"'mid_block\.resnets\.0\.conv1\.weight' contains NaN"):
-            load_unet(weights)
+        unet = load_unet(weights)
+        sample, context = torch.zeros(1, 4, 8, 8), torch.zeros(1, 77, unet.config.cross_attention_dim)
+        for _ in range(2):
+            with pytest.raises(CorruptWeightsError, match=named):
+                unet(sample, 10, context)
+        with pytest.raises(CorruptWeightsError, match=named):
+            wait_for_weight_check(unet)
+
+
+def test_a_clean_unet_is_checked_once_then_runs_without_the_hook(tmp_path):
+    from arc2face_core.headless.model_files import wait_for_weight_check
+
+    unet = load_unet(write_tiny_unet(tmp_path))
+    assert len(unet._forward_pre_hooks) == 1                 # the pending check
+    sample, context = torch.randn(1, 4, 8, 8), torch.randn(1, 77, unet.config.cross_attention_dim)
+    first = unet(sample, 10, context).sample
+    assert len(unet._forward_pre_hooks) == 0                 # settled by the first call, then gone
+    torch.testing.assert_close(unet(sample, 10, context).sample, first, atol=0, rtol=0)
+    wait_for_weight_check(unet)                              # nothing pending: a no-op
 
 
 def test_a_broken_unet_file_is_reported_before_a_broken_config(tmp_path):
@@ -387,3 +409,21 @@ def test_cli_random_identities_and_rerun_from_embeddings(cli_models, cli_runs, t
     # A second run into the same folder refuses to overwrite without --overwrite.
     assert cli_main(rerun + ["-q"]) == 2
     assert "already holds" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["clean", "missing tensor"])
+def test_a_process_that_exits_right_after_loading_exits_cleanly(tmp_path, case):
+    """The check that outlives load_unet (or the one a failed load leaves) is finished before the interpreter exits:
+    no hang, and no abort from a thread still reading the mapped file."""
+    weights = write_tiny_unet(tmp_path)
+    if case == "missing tensor":
+        sd = load_file(weights)
+        del sd["conv_norm_out.weight"]
+        save_file(sd, str(weights))
+    script = ("import sys\nfrom arc2face_core.headless.model_files import load_unet\n"
+              "try:\n    load_unet(sys.argv[1])\nexcept Exception as exc:\n    print(type(exc).__name__)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(weights)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "terminate called" not in done.stderr
+    assert done.stdout.strip() == ("CorruptWeightsError" if case == "missing tensor" else "")

@@ -48,21 +48,35 @@ def read_json(path: Path, what: str, hint: str) -> dict:
     return config
 
 
-def load_model(cls, config: dict, weights: BackgroundRead, config_name: str, hint: str):
+def load_model(cls, config: dict, weights: BackgroundRead, config_name: str, hint: str, *,
+               check_before_first_use: bool = False):
     """Build ``cls`` from ``config`` without initialising it and load ``weights`` strictly (every key, every shape).
 
     ``weights`` is being read (memory-mapped) and checked for NaN/inf in the background meanwhile; its tensors become
     the model's parameters as they are, with no copy. diffusers' ``from_pretrained`` only warns about missing
     tensors and leaves them random (the silent-miss pitfall), and without ``accelerate`` it first initialises every
     weight at random: this does neither.
+
+    With ``check_before_first_use`` the model is returned as soon as the file is read and the NaN/inf check goes on
+    in the background while the caller does other work (loading the other models); the model's first forward call
+    (or ``wait_for_weight_check``) waits for it and raises its error, so no output is ever computed from weights
+    that were not checked.
     """
+    try:
+        return _build_and_assign(cls, config, weights, config_name, hint, check_before_first_use)
+    finally:
+        weights.start_check()   # never leave a deferred check waiting (the reader thread holds the interpreter open)
+
+
+def _build_and_assign(cls, config: dict, weights: BackgroundRead, config_name: str, hint: str,
+                      check_before_first_use: bool):
     try:
         with _no_weight_init(), torch.device("meta"):
             model = cls.from_config(config)
     except Exception as exc:  # diffusers raises TypeError/ValueError/KeyError/... for bad configs
         weights.result()   # a broken weight file is the first thing to report, as when it was read first
         raise CorruptWeightsError(f"{config_name} is not a valid {cls.__name__} config ({exc}). {hint}") from exc
-    sd = weights.result()
+    sd = weights.loaded() if check_before_first_use else weights.result()
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing = sorted(expected.keys() - sd.keys())
     unexpected = sorted(sd.keys() - expected.keys())
@@ -73,7 +87,30 @@ def load_model(cls, config: dict, weights: BackgroundRead, config_name: str, hin
             f"tensors {missing[:4]}, unexpected {len(unexpected)} {unexpected[:4]}, wrong shape {len(wrong)} "
             f"{wrong[:4]}. {_ldm_hint(sd)}{hint}")
     model.load_state_dict(sd, strict=True, assign=True)
-    return model.eval().requires_grad_(False)
+    model.eval().requires_grad_(False)
+    if check_before_first_use:
+        handle = model.register_forward_pre_hook(lambda module, args: wait_for_weight_check(module))
+        model.__dict__[_PENDING_CHECK] = (weights, handle)
+    else:
+        weights.release()
+    return model
+
+
+_PENDING_CHECK = "_arc2face_pending_weight_check"
+
+
+def wait_for_weight_check(model: torch.nn.Module) -> None:
+    """Wait until the NaN/inf check of the file ``model`` was loaded from has finished, and raise its error (which
+    names the file and the tensor). A no-op for a model with no check pending. On an error the model stays refused:
+    every later forward call raises it again."""
+    pending = model.__dict__.get(_PENDING_CHECK)
+    if pending is None:
+        return
+    reading, handle = pending
+    reading.result()
+    handle.remove()
+    del model.__dict__[_PENDING_CHECK]
+    reading.release()
 
 
 def _no_weight_init():
@@ -113,16 +150,22 @@ def find_unet(arc2face_roots, *, download: bool = False) -> tuple[Path, Path]:
 def load_unet(weights: str | os.PathLike, config_path: str | os.PathLike | None = None):
     """The Arc2Face UNet (``UNet2DConditionModel``) from its diffusers folder files, loaded strictly, fp32 as stored.
 
-    The 3.4 GB file is read and checked while diffusers is imported and the model built (``BackgroundRead``).
+    The 3.4 GB file is memory-mapped while diffusers is imported and the model built (``BackgroundRead``); its
+    NaN/inf check starts in the background when this returns, overlapping whatever the caller loads next, and the
+    UNet's first forward call waits for it (``wait_for_weight_check``): a corrupt file is refused, naming the file
+    and the tensor, before anything is computed with it.
     """
     weights = Path(weights)
     config_path = Path(config_path) if config_path is not None else weights.with_name("config.json")
     hint = f"Download arc2face/config.json and arc2face/diffusion_pytorch_model.safetensors from {HF_URL}."
     config = read_json(config_path, "Arc2Face UNet config", hint)
-    reading = BackgroundRead(weights, source=HF_URL)
-    from diffusers import UNet2DConditionModel
-
-    return load_model(UNet2DConditionModel, config, reading, str(config_path), hint)
+    reading = BackgroundRead(weights, source=HF_URL, check_later=True)
+    try:
+        from diffusers import UNet2DConditionModel
+    except BaseException:
+        reading.start_check()   # let the reader thread finish, or the interpreter would wait for it at exit
+        raise
+    return load_model(UNet2DConditionModel, config, reading, str(config_path), hint, check_before_first_use=True)
 
 
 def load_vae(path: str | os.PathLike, config: Optional[dict] = None):

@@ -34,7 +34,7 @@ from .controlnet import (
     load_controlnet,
 )
 from .lcm import adds_noise, check_lcm_steps, draw_step_noise, lcm_step, make_lcm_scheduler
-from .model_files import VAE_SCALING_FACTOR, find_unet, load_unet, load_vae
+from .model_files import VAE_SCALING_FACTOR, find_unet, load_unet, load_vae, wait_for_weight_check
 
 if TYPE_CHECKING:
     from ..reference.diffusers_unet import ReferencePhotos
@@ -142,6 +142,7 @@ class Arc2FacePipeline:
                     setattr(self, name, torch.nn.Module.to(module, memory_format=torch.channels_last))
             self.channels_last = True
         if compile:
+            wait_for_weight_check(self.unet)   # settled before compiling, so the graph has no pending-check hook
             self.unet = torch.compile(self.unet)
         return self
 
