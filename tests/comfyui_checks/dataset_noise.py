@@ -11,13 +11,10 @@ import json
 import os
 import sys
 
-PACK = os.path.abspath(sys.argv[1])
-sys.argv = [sys.argv[0], "--cpu"]   # what ComfyUI's own argument parser will read
-sys.path.insert(0, os.getcwd())
+from comfyui_boot import start_comfyui
 
-import comfy.options  # noqa: E402
+PACK = os.path.abspath(start_comfyui()[0])
 
-comfy.options.enable_args_parsing()
 import comfy.sample  # noqa: E402
 import torch  # noqa: E402
 

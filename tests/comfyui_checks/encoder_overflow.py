@@ -7,29 +7,20 @@ to 1e30 and 3e38 (finite in float32, but their float32 norm is inf) and for the 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 
-PACK = os.path.abspath(sys.argv[1])
-sys.argv = [sys.argv[0], "--cpu"]
-sys.path.insert(0, os.getcwd())
+from comfyui_boot import load_pack as boot_pack
+from comfyui_boot import start_comfyui
 
-import comfy.options  # noqa: E402
+PACK = os.path.abspath(start_comfyui()[0])
 
-comfy.options.enable_args_parsing()
 import folder_paths  # noqa: E402
 import torch  # noqa: E402
 
 
 def load_pack():
-    spec = importlib.util.spec_from_file_location("arc2face_pack", os.path.join(PACK, "__init__.py"),
-                                                  submodule_search_locations=[PACK])
-    package = importlib.util.module_from_spec(spec)
-    sys.modules["arc2face_pack"] = package
-    spec.loader.exec_module(package)
-    return importlib.import_module("arc2face_pack.nodes.identity")
+    return boot_pack(PACK, "nodes.identity")
 
 
 identity = load_pack()

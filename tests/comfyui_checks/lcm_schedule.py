@@ -15,16 +15,12 @@ about (sgm_uniform, no ModelSamplingDiscrete) are measured too.
 from __future__ import annotations
 
 import json
-import os
-import sys
 from types import SimpleNamespace
 
-sys.argv = [sys.argv[0], "--cpu"]
-sys.path.insert(0, os.getcwd())
+from comfyui_boot import start_comfyui
 
-import comfy.options  # noqa: E402
+start_comfyui()
 
-comfy.options.enable_args_parsing()
 import comfy.k_diffusion.sampling as kds  # noqa: E402
 import comfy.model_sampling  # noqa: E402
 import comfy.samplers  # noqa: E402

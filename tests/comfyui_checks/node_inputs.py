@@ -8,27 +8,18 @@ FUNCTION does not check its widget values]}.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 
-PACK = os.path.abspath(sys.argv[1])
-sys.argv = [sys.argv[0], "--cpu"]
-sys.path.insert(0, os.getcwd())
+from comfyui_boot import load_pack as boot_pack
+from comfyui_boot import start_comfyui
 
-import comfy.options  # noqa: E402
+PACK = os.path.abspath(start_comfyui()[0])
 
-comfy.options.enable_args_parsing()
 
 
 def load_pack():
-    spec = importlib.util.spec_from_file_location("arc2face_pack", os.path.join(PACK, "__init__.py"),
-                                                  submodule_search_locations=[PACK])
-    package = importlib.util.module_from_spec(spec)
-    sys.modules["arc2face_pack"] = package
-    spec.loader.exec_module(package)
-    return package
+    return boot_pack(PACK)
 
 
 pack = load_pack()

@@ -21,17 +21,14 @@ import importlib.util
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
-PACK = os.path.abspath(sys.argv[1])
-SCRATCH = Path(sys.argv[2])
-sys.argv = [sys.argv[0], "--cpu"]   # what ComfyUI's own argument parser will read
-sys.path.insert(0, os.getcwd())
+from comfyui_boot import load_pack as boot_pack
+from comfyui_boot import start_comfyui
 
-import comfy.options  # noqa: E402
+ARGS = start_comfyui()
+PACK, SCRATCH = os.path.abspath(ARGS[0]), Path(ARGS[1])
 
-comfy.options.enable_args_parsing()
 import comfy.model_management as mm  # noqa: E402
 import folder_paths  # noqa: E402
 import numpy as np  # noqa: E402
@@ -42,12 +39,7 @@ import nodes as comfy_nodes  # noqa: E402
 
 
 def load_pack():
-    """The pack as ComfyUI loads a custom node folder: a package run from its __init__.py."""
-    spec = importlib.util.spec_from_file_location("arc2face_pack", os.path.join(PACK, "__init__.py"),
-                                                  submodule_search_locations=[PACK])
-    package = importlib.util.module_from_spec(spec)
-    sys.modules["arc2face_pack"] = package
-    spec.loader.exec_module(package)
+    boot_pack(PACK)
     return lambda name: importlib.import_module(f"arc2face_pack.{name}")
 
 

@@ -19,14 +19,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-PACK = os.path.abspath(sys.argv[1])
-sys.argv = [sys.argv[0], "--cpu"]   # what ComfyUI's own argument parser will read
-sys.path.insert(0, os.getcwd())
+from comfyui_boot import load_pack as boot_pack
+from comfyui_boot import start_comfyui
+
+PACK = os.path.abspath(start_comfyui()[0])
 sys.path.insert(0, os.path.join(PACK, "tests"))
 
-import comfy.options  # noqa: E402
-
-comfy.options.enable_args_parsing()
 import comfy.model_management as mm  # noqa: E402
 import comfy.sampler_helpers  # noqa: E402
 import comfy.sd  # noqa: E402
@@ -37,13 +35,7 @@ STRENGTH = 0.8
 
 
 def load_pack():
-    spec = importlib.util.spec_from_file_location("arc2face_pack", os.path.join(PACK, "__init__.py"),
-                                                  submodule_search_locations=[PACK])
-    package = importlib.util.module_from_spec(spec)
-    sys.modules["arc2face_pack"] = package
-    spec.loader.exec_module(package)
-    return (importlib.import_module("arc2face_pack.nodes.reference"),
-            importlib.import_module("arc2face_pack.nodes.expression"))
+    return boot_pack(PACK, "nodes.reference", "nodes.expression")
 
 
 def eps(model, x, sigma, context, cond_or_uncond):

@@ -8,16 +8,11 @@ for an SD1.5 (epsilon) model, which is what it detects the Arc2Face UNet as.
 from __future__ import annotations
 
 import json
-import os
-import sys
 
-STEPS = int(sys.argv[2])
-sys.argv = [sys.argv[0], "--cpu"]   # what ComfyUI's own argument parser will read
-sys.path.insert(0, os.getcwd())
+from comfyui_boot import start_comfyui
 
-import comfy.options  # noqa: E402
+STEPS = int(start_comfyui()[1])
 
-comfy.options.enable_args_parsing()
 import comfy.model_base  # noqa: E402
 import comfy.samplers  # noqa: E402
 import comfy.supported_models  # noqa: E402
