@@ -7,6 +7,7 @@ import logging
 from .comfy_paths import download_switch
 from .face_parameters import CROP_LANDMARKS, CROP_LANDMARKS_TOOLTIP, crop_landmarker
 from .faces import FACE_CHOICES
+from .model_cache import cached_patcher, file_key
 
 CATEGORY = "Arc2Face"
 ADDITIONAL_MODELS_KEY = "arc2face_expression_adapter"
@@ -173,18 +174,9 @@ _SMIRK_CACHE: dict = {}   # one SMIRK encoder (16 MB), keyed by the file's ident
 
 
 def _smirk_patcher(path):
-    import comfy.model_management as mm
-    import comfy.model_patcher
+    from ..arc2face_core.expression import smirk
 
-    from ..arc2face_core.expression.smirk import load_smirk_encoder
-
-    stat = path.stat()
-    key = (str(path), stat.st_mtime_ns, stat.st_size)
-    if key not in _SMIRK_CACHE:
-        _SMIRK_CACHE.clear()
-        _SMIRK_CACHE[key] = comfy.model_patcher.ModelPatcher(
-            load_smirk_encoder(path), load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
-    return _SMIRK_CACHE[key]
+    return cached_patcher(_SMIRK_CACHE, file_key(path), lambda: smirk.load_smirk_encoder(path))
 
 
 class Arc2FaceExpressionFromImage:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 from .faces import FACE_CHOICES
+from .model_cache import cached_patcher, file_key
 
 CATEGORY = "Arc2Face"
 CHANNEL_ORDERS = {"bgr (Arc2Face demo)": "bgr", "rgb (SMIRK demo)": "rgb"}
@@ -23,18 +24,9 @@ _SMIRK_CACHE: dict = {}   # the whole SMIRK encoder (~26 MB), keyed by the file'
 
 def smirk_patcher(path):
     """SMIRK's three encoders as one ModelPatcher, loaded once per file (reloaded when the file changes)."""
-    import comfy.model_management as mm
-    import comfy.model_patcher
-
     from ..arc2face_core.expression.smirk import load_smirk
 
-    stat = path.stat()
-    key = (str(path), stat.st_mtime_ns, stat.st_size)
-    if key not in _SMIRK_CACHE:
-        _SMIRK_CACHE.clear()
-        _SMIRK_CACHE[key] = comfy.model_patcher.ModelPatcher(
-            load_smirk(path), load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
-    return _SMIRK_CACHE[key]
+    return cached_patcher(_SMIRK_CACHE, file_key(path), lambda: load_smirk(path))
 
 
 def crop_landmarker(roots, choice: str):

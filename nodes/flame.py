@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .model_cache import cached_patcher, file_key
+
 CATEGORY = "Arc2Face"
 FLAME_FILE_NOTE = ("FLAME 2020's generic_model.pkl from flame.is.tue.mpg.de (registration; non-commercial licence; "
                    "never downloaded by the pack), at models/arc2face/flame/generic_model.pkl")
@@ -10,32 +12,13 @@ HINT_TOOLTIP = "The whole-head normal map as RGB on 127 grey, 512x512, for Arc2F
 _FLAME_CACHE: dict = {}   # one FLAME model (~30 MB of tensors), keyed by its files; ComfyUI manages its device
 
 
-def _file_key(path) -> tuple:
-    from ..arc2face_core.pose.flame import EYELID_FILES
-
-    key = []
-    for file in (path, *(path.parent / name for name in EYELID_FILES)):
-        try:
-            stat = file.stat()
-            key.append((str(file), stat.st_mtime_ns, stat.st_size))
-        except OSError:
-            key.append((str(file), None, None))
-    return tuple(key)
-
-
 def flame_patcher(path):
-    """The FLAME model of ``path`` under ComfyUI's memory manager, loaded once while its files stay the same."""
-    import comfy.model_management as mm
-    import comfy.model_patcher
+    """The FLAME model of ``path`` under ComfyUI's memory manager, loaded once while its files (the eyelid shapes
+    beside it too) stay the same."""
+    from ..arc2face_core.pose.flame import EYELID_FILES, load_flame
 
-    from ..arc2face_core.pose.flame import load_flame
-
-    key = _file_key(path)
-    if key not in _FLAME_CACHE:
-        _FLAME_CACHE.clear()
-        _FLAME_CACHE[key] = comfy.model_patcher.ModelPatcher(
-            load_flame(path), load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
-    return _FLAME_CACHE[key]
+    key = file_key(path, *(path.parent / name for name in EYELID_FILES))
+    return cached_patcher(_FLAME_CACHE, key, lambda: load_flame(path))
 
 
 def hints_to_image(hints):

@@ -1,0 +1,32 @@
+"""One loaded model per node family, reused while its files stay the same and handed to ComfyUI's memory manager."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+
+def file_key(*paths: Path) -> tuple:
+    """What identifies the files' contents cheaply: (path, mtime, size) of each; a missing file counts as (path, None,
+    None), so its appearing later changes the key."""
+    key = []
+    for path in paths:
+        try:
+            stat = path.stat()
+            key.append((str(path), stat.st_mtime_ns, stat.st_size))
+        except OSError:
+            key.append((str(path), None, None))
+    return tuple(key)
+
+
+def cached_patcher(cache: dict, key: tuple, build: Callable[[], object]):
+    """The ModelPatcher kept in ``cache`` under ``key``, or a new one around ``build()`` replacing whatever the cache
+    held (one model per cache: a changed file is reloaded, the old model is let go)."""
+    if key not in cache:
+        import comfy.model_management as mm
+        import comfy.model_patcher
+
+        cache.clear()
+        cache[key] = comfy.model_patcher.ModelPatcher(build(), load_device=mm.get_torch_device(),
+                                                      offload_device=mm.unet_offload_device())
+    return cache[key]
