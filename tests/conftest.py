@@ -4,7 +4,11 @@ server (when COMFYUI_DIR is set) is started once per session too.
 ``ARC2FACE_NO_SKIP=1`` (set by ``.ci/run``) turns every skip into a failure, so CI cannot pass by skipping.
 """
 
+import importlib
+import importlib.machinery
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +18,17 @@ from fixtures_faces import *  # noqa: F401,F403  (tiny ONNX detector/recogniser,
 from fixtures_models import *  # noqa: F401,F403  (tiny encoder, UNet, ...)
 
 NO_SKIP = os.environ.get("ARC2FACE_NO_SKIP") == "1"
+
+
+@pytest.fixture(scope="session")
+def pack():
+    """The pack's ``nodes`` package, imported as ComfyUI imports it (a subpackage of the checkout), without ComfyUI."""
+    name = "arc2face_pack_under_test"
+    if name not in sys.modules:
+        package = importlib.util.module_from_spec(importlib.machinery.ModuleSpec(name, None, is_package=True))
+        package.__path__ = [str(Path(__file__).resolve().parents[1])]
+        sys.modules[name] = package
+    return importlib.import_module(f"{name}.nodes")
 
 
 class _CheckoutIsAFolder:

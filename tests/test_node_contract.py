@@ -7,9 +7,6 @@ integration test keeps that snapshot current).
 
 from __future__ import annotations
 
-import importlib
-import importlib.machinery
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -103,17 +100,6 @@ OPTIONAL = {"Arc2FaceSampler": [("latent_image", "LATENT"), ("denoise", "FLOAT")
             "Arc2FaceNormalMapFromAngles": [("expression", "ARC2FACE_EXPRESSION"), ("flame", "ARC2FACE_FLAME")],
             "Arc2FaceNormalMapFromFLAME": [("identity_params", "ARC2FACE_FACE_PARAMS")]}
 
-
-@pytest.fixture(scope="module")
-def pack():
-    """The pack's ``nodes`` package, imported as ComfyUI imports it (a subpackage), but without ComfyUI."""
-    name = "arc2face_pack_under_test"
-    if name not in sys.modules:
-        spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
-        package = importlib.util.module_from_spec(spec)
-        package.__path__ = [str(REPO)]
-        sys.modules[name] = package
-    return importlib.import_module(f"{name}.nodes")
 
 
 def _kind(spec) -> str:

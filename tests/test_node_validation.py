@@ -11,24 +11,12 @@ import importlib
 import importlib.machinery
 import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(scope="module")
-def pack():
-    """The pack's ``nodes`` package imported as ComfyUI imports it (a subpackage), without ComfyUI."""
-    name = "arc2face_pack_validation_test"
-    if name not in sys.modules:
-        spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
-        package = importlib.util.module_from_spec(spec)
-        package.__path__ = [str(REPO)]
-        sys.modules[name] = package
-    return importlib.import_module(f"{name}.nodes")
 
 
 @pytest.fixture(scope="module")
