@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
+from typing import Mapping
 
 import torch
 
@@ -84,17 +85,18 @@ def expression_encoder_shapes() -> dict[str, tuple[tuple[int, ...], torch.dtype]
 RESIDUAL_BRANCH_NORMS = (".bn3.weight", "blocks.0.0.bn2.weight")
 
 
-def random_expression_encoder_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random tensors for every expression-encoder key (prefix not included).
+def random_encoder_weights(shapes: Mapping[str, tuple[int, ...]],
+                           generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Random tensors for a MobileNetV3 encoder's keys (SMIRK's three share the recipe), drawn in key order.
 
     Conv/Linear weights at He scale, BatchNorm weights near 1, biases and running means small, running variances
     0.5..1.5, ``num_batches_tracked`` a count: a swapped, skipped or mis-scaled tensor changes the output. The last
     BatchNorm of each residual branch gets weights 0.1..0.3 so that the 16 residual additions do not blow the
     activations up (with weights near 1 the raw outputs reach ~1000; this way they stay ~1).
     """
-    g = torch.Generator().manual_seed(seed)
+    g = generator
     sd: dict[str, torch.Tensor] = {}
-    for name, (shape, dtype) in expression_encoder_shapes().items():
+    for name, shape in shapes.items():
         if name.endswith("num_batches_tracked"):
             sd[name] = torch.tensor(int(torch.randint(1, 10_000, (1,), generator=g)), dtype=torch.long)
         elif name.endswith("running_var"):
@@ -110,6 +112,15 @@ def random_expression_encoder_state_dict(seed: int = 0) -> dict[str, torch.Tenso
             for dim in shape[1:]:
                 fan_in *= dim
             sd[name] = torch.randn(shape, generator=g) * (2.0 / fan_in) ** 0.5
+    return sd
+
+
+def random_expression_encoder_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random tensors for every expression-encoder key (prefix not included), in timm's dtypes."""
+    layout = expression_encoder_shapes()
+    shapes = {name: shape for name, (shape, _) in layout.items()}
+    sd = random_encoder_weights(shapes, torch.Generator().manual_seed(seed))
+    for name, (_, dtype) in layout.items():
         assert sd[name].dtype == dtype, name
     return sd
 

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import torch
 
+from builders.smirk import random_encoder_weights
+
 LAYOUT_FILE = Path(__file__).resolve().parents[1] / "data" / "smirk_encoder_layout.json"
 PARTS = ("pose", "shape", "expression")
 GENERATOR_DECOYS = {"smirk_generator.encoder.0.conv.weight": (32, 6, 3, 3),
                     "smirk_generator.decoder.5.weight": (3, 32, 1, 1)}
-RESIDUAL_BRANCH_NORMS = (".bn3.weight", "blocks.0.0.bn2.weight")   # BatchNorms closing a residual branch
 
 
 @functools.lru_cache(maxsize=1)
@@ -39,25 +40,8 @@ def random_part_state_dict(part: str, seed: int = 0) -> dict[str, torch.Tensor]:
     stay O(1) through the stacks), small biases and means, variances 0.5..1.5, counts for ``num_batches_tracked``:
     a swapped, skipped or mis-scaled tensor changes the output.
     """
-    g = torch.Generator().manual_seed(seed * 10 + PARTS.index(part))
-    sd: dict[str, torch.Tensor] = {}
-    for name, (shape, dtype) in timm_layout()[part].items():
-        if dtype == "int64":
-            sd[name] = torch.tensor(int(torch.randint(1, 10_000, (1,), generator=g)), dtype=torch.long)
-        elif name.endswith("running_var"):
-            sd[name] = torch.rand(shape, generator=g) + 0.5
-        elif name.endswith("running_mean") or name.endswith(".bias"):
-            sd[name] = torch.randn(shape, generator=g) * 0.1
-        elif name.endswith(RESIDUAL_BRANCH_NORMS):
-            sd[name] = torch.rand(shape, generator=g) * 0.2 + 0.1
-        elif len(shape) == 1:
-            sd[name] = torch.rand(shape, generator=g) * 0.5 + 0.75
-        else:
-            fan_in = 1
-            for dim in shape[1:]:
-                fan_in *= dim
-            sd[name] = torch.randn(shape, generator=g) * (2.0 / fan_in) ** 0.5
-    return sd
+    shapes = {name: shape for name, (shape, _) in timm_layout()[part].items()}
+    return random_encoder_weights(shapes, torch.Generator().manual_seed(seed * 10 + PARTS.index(part)))
 
 
 def prefix(part: str) -> str:
