@@ -31,6 +31,7 @@ from arc2face_core.reference.lora import load_reference_lora
 from arc2face_core.weights import ModelRoots
 from builders.onnx_landmarks import build_rigged_landmarks, posed_mean_shape
 from builders.ref_lora import lora_pairs, lora_state_dict, write_lora
+from builders.reference_oracle import clean_tokens
 from builders.tiny_diffusers import TINY_UNET_CONFIG
 from fixtures_faces import write_face_models
 from fixtures_models import link_or_copy
@@ -78,22 +79,6 @@ def aligner(reference_models):
 
 
 # ------------------------------------------------------------------------------------------------ the oracle
-
-
-def clean_tokens(unet, latents, conditioning) -> dict[str, torch.Tensor]:
-    """Forward hooks on norm1 of every BasicTransformerBlock of a clean UNet run at t=0."""
-    from diffusers.models.attention import BasicTransformerBlock
-
-    stored, handles = {}, []
-    for name, module in unet.named_modules():
-        if isinstance(module, BasicTransformerBlock):
-            handles.append(module.norm1.register_forward_hook(
-                lambda m, args, out, name=name: stored.__setitem__(name, out.detach().clone())))
-    with torch.no_grad():
-        unet(latents, torch.zeros(latents.shape[0], dtype=torch.long), encoder_hidden_states=conditioning)
-    for handle in handles:
-        handle.remove()
-    return stored
 
 
 class OracleReader:

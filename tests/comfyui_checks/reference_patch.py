@@ -72,18 +72,10 @@ def block_order(name: str) -> tuple:
 
 
 def clean_tokens(unet, latents, conditioning) -> dict:
-    from diffusers.models.attention import BasicTransformerBlock
+    """The oracle's stored tokens (builders/reference_oracle.py) in the order of ComfyUI's blocks."""
+    from builders.reference_oracle import clean_tokens as oracle_tokens
 
-    stored, handles = {}, []
-    for name, module in unet.named_modules():
-        if isinstance(module, BasicTransformerBlock):
-            handles.append(module.norm1.register_forward_hook(
-                lambda m, args, out, name=name: stored.__setitem__(name, out.detach().clone())))
-    with torch.no_grad():
-        unet(latents, torch.zeros(latents.shape[0], dtype=torch.long), encoder_hidden_states=conditioning)
-    for handle in handles:
-        handle.remove()
-    return dict(sorted(stored.items(), key=lambda item: block_order(item[0])))
+    return dict(sorted(oracle_tokens(unet, latents, conditioning).items(), key=lambda item: block_order(item[0])))
 
 
 class OracleReader:
