@@ -1,8 +1,8 @@
-"""``python -m arc2face_core``: the command line (see ``headless.cli``)."""
+"""``python -m arc2face_core``: the command line (see ``cli.main``)."""
 
 import sys
 
-from .headless.cli import main
+from .cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -76,7 +76,7 @@ def child_pack(args) -> dict:
     import torch
 
     clock = Clock()
-    from arc2face_core.headless.pipeline import Arc2FacePipeline
+    from arc2face_core.diffusers_backend.pipeline import Arc2FacePipeline
     from arc2face_core.weights import ModelRoots
 
     clock.mark("import")
@@ -186,7 +186,7 @@ def main() -> None:
         emit((child_pack if args.child == "pack" else child_diffusers)(args))
         return
 
-    from arc2face_core.headless.pipeline import SD15_SCHEDULER_CONFIG
+    from arc2face_core.diffusers_backend.pipeline import SD15_SCHEDULER_CONFIG
 
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     with tempfile.TemporaryDirectory() as tmp:

@@ -85,7 +85,7 @@ def child_unet(side: str, data: Path, size: int) -> dict:
     clock = Clock()
     folder = bench_data.unet_folder(data)
     if side == "pack":
-        from arc2face_core.headless.model_files import load_unet
+        from arc2face_core.diffusers_backend.model_files import load_unet
 
         clock.mark("import")
         load = lambda: load_unet(folder / "diffusion_pytorch_model.safetensors", folder / "config.json")  # noqa: E731

@@ -62,7 +62,7 @@ FILES_BY_NODE = {
                                       ".safetensors, renamed)" if "lcm" in v["lora_name"] else
                                       f"models/loras/{v['lora_name']}"],
 }
-FILES_FOOTER = ("All but SMIRK: python -m arc2face_core.headless.downloads --models ComfyUI/models --all "
+FILES_FOOTER = ("All but SMIRK: python -m arc2face_core.cli.downloads --models ComfyUI/models --all "
                 "(in the pack's folder; see its README)")
 
 

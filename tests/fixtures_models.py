@@ -62,7 +62,7 @@ def tiny_vae_file(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_pipeline(tiny_arc2face_root, tiny_vae_folder):
     """Arc2FacePipeline on the tiny UNet, encoder and VAE (CPU, fp32)."""
-    from arc2face_core.headless.pipeline import Arc2FacePipeline
+    from arc2face_core.diffusers_backend.pipeline import Arc2FacePipeline
     from arc2face_core.weights import ModelRoots
 
     return Arc2FacePipeline.load(ModelRoots(arc2face=[tiny_arc2face_root]), tiny_vae_folder)
@@ -86,7 +86,7 @@ def tiny_controlnet_root(tmp_path_factory, tiny_arc2face_root):
 @pytest.fixture(scope="session")
 def tiny_control_pipeline(tiny_controlnet_root, tiny_vae_folder):
     """Arc2FacePipeline on the tiny UNet, encoder and VAE with the tiny pose ControlNet (CPU, fp32)."""
-    from arc2face_core.headless.pipeline import Arc2FacePipeline
+    from arc2face_core.diffusers_backend.pipeline import Arc2FacePipeline
     from arc2face_core.weights import ModelRoots
 
     return Arc2FacePipeline.load(ModelRoots(arc2face=[tiny_controlnet_root]), tiny_vae_folder, controlnet=True)

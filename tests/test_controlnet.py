@@ -26,11 +26,11 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from arc2face_core.cli.main import main as cli_main
+from arc2face_core.diffusers_backend.controlnet import control_active, control_image, find_controlnet, load_controlnet
+from arc2face_core.diffusers_backend.model_files import load_unet, load_vae
+from arc2face_core.diffusers_backend.pipeline import Arc2FacePipeline
 from arc2face_core.errors import CorruptWeightsError, InvalidInputError, WeightsNotFoundError, WrongModelError
-from arc2face_core.headless.cli import main as cli_main
-from arc2face_core.headless.controlnet import control_active, control_image, find_controlnet, load_controlnet
-from arc2face_core.headless.model_files import load_unet, load_vae
-from arc2face_core.headless.pipeline import Arc2FacePipeline
 from arc2face_core.identity.embeddings import random_identities
 from arc2face_core.pose.hint import prepare_normal_map
 from arc2face_core.weights import ModelRoots

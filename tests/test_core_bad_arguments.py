@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from arc2face_core import batching
+from arc2face_core.diffusers_backend import controlnet, pipeline
 from arc2face_core.errors import InvalidInputError
 from arc2face_core.expression import adapter, smirk, vectors
 from arc2face_core.faces import head_pose
-from arc2face_core.headless import controlnet, pipeline
 from arc2face_core.identity import embeddings
 from arc2face_core.pose import hint, render
 

@@ -26,9 +26,9 @@ from PIL import Image
 from test_dataset_sampling import documented_seed, max_pairwise
 from test_faces import reference_embedding
 
+from arc2face_core.cli.main import main as cli_main
 from arc2face_core.datasets.sampling import jitter_identity, unique_identities
 from arc2face_core.datasets.seeds import image_seed
-from arc2face_core.headless.cli import main as cli_main
 from arc2face_core.identity.files import load_embeddings
 from fixtures_faces import write_face_models
 from fixtures_models import link_or_copy
@@ -347,7 +347,7 @@ def test_no_similarity_leaves_the_scores_out(models, tiny_vae_folder, tmp_path):
 
 
 def test_one_pose_per_identity(models, tiny_vae_folder, tmp_path, tiny_control_pipeline):
-    from arc2face_core.headless.cli import read_normal_map
+    from arc2face_core.cli.main import read_normal_map
     from arc2face_core.pose.hint import prepare_normal_map
     from fixtures_comfyui import sphere_normal_map
 

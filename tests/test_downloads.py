@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 import torch
 
+from arc2face_core.cli import downloads
+from arc2face_core.cli.downloads import GROUPS, INSIGHTFACE_RELEASES, DownloadError, fetch_missing
 from arc2face_core.errors import WeightsNotFoundError
-from arc2face_core.headless import downloads
-from arc2face_core.headless.downloads import GROUPS, INSIGHTFACE_RELEASES, DownloadError, fetch_missing
 from builders.fake_hub import FakeFileServer, FakeHub
 from builders.onnx_faces import astronaut_face, build_recogniser, build_rigged_detector
 from builders.sd15_random import write_vae
@@ -181,8 +181,8 @@ def test_the_download_tool_fills_a_comfyui_models_folder(tmp_path, hosts, source
 
 
 def test_without_download_a_missing_default_vae_asks_for_vae(tmp_path):
-    from arc2face_core.headless.cli import parse_args
-    from arc2face_core.headless.downloads import prepare_run
+    from arc2face_core.cli.downloads import prepare_run
+    from arc2face_core.cli.main import parse_args
 
     args = parse_args(["--random-identities", "1", "--out", str(tmp_path / "o"), "--models", str(tmp_path / "models")])
     with pytest.raises(WeightsNotFoundError, match=r"No VAE: --vae was not given and the default .*models/vae/"
@@ -194,7 +194,7 @@ def test_astronaut_is_scikit_images_photo_unless_a_file_has_that_name(tmp_path, 
     from PIL import Image
     from skimage import data
 
-    from arc2face_core.headless.cli import read_rgb
+    from arc2face_core.cli.main import read_rgb
 
     assert np.array_equal(read_rgb(Path("astronaut")), data.astronaut())
     monkeypatch.chdir(tmp_path)

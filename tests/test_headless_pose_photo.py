@@ -14,14 +14,14 @@ import pytest
 import torch
 from PIL import Image
 
-from arc2face_core.errors import InvalidInputError, NoFaceError
-from arc2face_core.headless.pose_photo import (
+from arc2face_core.cli.pose_photo import (
     PhotoReader,
     add_pose_photo_arguments,
     hints_from_args,
     pose_photo_hints,
     pose_photo_parameters,
 )
+from arc2face_core.errors import InvalidInputError, NoFaceError
 from arc2face_core.pose.smirk_photo import face_parameters_from_photos
 from builders.onnx_landmarks import build_rigged_landmarks, posed_mean_shape
 from builders.smirk_parts import write_full_smirk_checkpoint

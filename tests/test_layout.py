@@ -6,7 +6,22 @@ import ast
 from pathlib import Path
 
 CORE = Path(__file__).resolve().parents[1] / "arc2face_core"
-DOMAINS = {"faces", "identity", "pose", "expression", "reference", "headless", "datasets"}
+DOMAINS = {"faces", "identity", "pose", "expression", "reference", "diffusers_backend", "datasets", "cli"}
+# Bottom to top: a package may import only from the layers below its own. The diffusers backend (model files,
+# pipeline, ControlNet, LoRA, LCM scheduler, devices) sits below the datasets, and the command line above both.
+LAYERS = (
+    ("errors",),
+    ("validation", "weights", "checkpoints", "images"),
+    ("batching",),
+    ("identity",),
+    ("faces", "reference"),
+    ("expression",),
+    ("pose",),
+    ("diffusers_backend",),
+    ("datasets",),
+    ("cli",),
+    ("__main__",),
+)
 
 
 def _module_name(path: Path) -> str:
@@ -72,13 +87,55 @@ def test_no_import_circle():
 def test_the_checker_finds_a_circle(tmp_path, monkeypatch):
     """The circle check can fail: two modules importing each other (one lazily, inside a function) are found."""
     fake = tmp_path / "arc2face_core"
-    (fake / "headless").mkdir(parents=True)
+    (fake / "cli").mkdir(parents=True)
     (fake / "__init__.py").write_text("")
-    (fake / "headless" / "__init__.py").write_text("")
-    (fake / "headless" / "a.py").write_text("from .b import f\n")
-    (fake / "headless" / "b.py").write_text("def f():\n    from .a import g\n")
+    (fake / "cli" / "__init__.py").write_text("")
+    (fake / "cli" / "a.py").write_text("from .b import f\n")
+    (fake / "cli" / "b.py").write_text("def f():\n    from .a import g\n")
     monkeypatch.setattr(__import__(__name__), "CORE", fake)
-    assert _cycles(_graph()) == [["arc2face_core.headless.a", "arc2face_core.headless.b", "arc2face_core.headless.a"]]
+    assert _cycles(_graph()) == [["arc2face_core.cli.a", "arc2face_core.cli.b", "arc2face_core.cli.a"]]
+
+
+def _layer(module: str) -> int | None:
+    """The layer of a core module (None for the package itself, whose ``__version__`` every layer may read)."""
+    parts = module.split(".")
+    if len(parts) < 2:
+        return None
+    return next(i for i, names in enumerate(LAYERS) if parts[1] in names)
+
+
+def _climbing_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    climbs = []
+    for module, imported in sorted(graph.items()):
+        own = _layer(module)
+        for other in sorted(imported):
+            theirs = _layer(other)
+            if own is not None and theirs is not None and other.split(".")[1] != module.split(".")[1] and theirs >= own:
+                climbs.append((module, other))
+    return climbs
+
+
+def test_every_package_has_a_layer():
+    packages = {p.name for p in CORE.iterdir() if (p / "__init__.py").is_file()} | {p.stem for p in CORE.glob("*.py")}
+    assert packages - {"__init__"} == {name for names in LAYERS for name in names}
+
+
+def test_no_import_climbs_back_up():
+    """The datasets build on the diffusers backend, the command line on both: nothing below imports what is above."""
+    assert _climbing_imports(_graph()) == []
+
+
+def test_the_checker_finds_an_import_that_climbs(tmp_path, monkeypatch):
+    """A backend module that imports the datasets (lazily, inside a function) is found."""
+    fake = tmp_path / "arc2face_core"
+    for package in ("datasets", "diffusers_backend"):
+        (fake / package).mkdir(parents=True)
+        (fake / package / "__init__.py").write_text("")
+    (fake / "__init__.py").write_text("")
+    (fake / "datasets" / "store.py").write_text("from ..diffusers_backend.pipeline import run\n")
+    (fake / "diffusers_backend" / "pipeline.py").write_text("def run():\n    from ..datasets.store import x\n")
+    monkeypatch.setattr(__import__(__name__), "CORE", fake)
+    assert _climbing_imports(_graph()) == [("arc2face_core.diffusers_backend.pipeline", "arc2face_core.datasets.store")]
 
 
 def test_the_core_imports_nothing_from_comfyui():

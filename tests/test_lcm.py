@@ -15,11 +15,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from arc2face_core.cli.main import main as cli_main
+from arc2face_core.diffusers_backend.lora import apply_lora
+from arc2face_core.diffusers_backend.model_files import load_unet
+from arc2face_core.diffusers_backend.pipeline import SD15_SCHEDULER_CONFIG, Arc2FacePipeline
 from arc2face_core.errors import InvalidInputError, WeightsNotFoundError, WrongModelError
-from arc2face_core.headless.cli import main as cli_main
-from arc2face_core.headless.lora import apply_lora
-from arc2face_core.headless.model_files import load_unet
-from arc2face_core.headless.pipeline import SD15_SCHEDULER_CONFIG, Arc2FacePipeline
 from arc2face_core.identity.embeddings import random_identities
 from arc2face_core.weights import ModelRoots
 from builders.lora import LCM_TARGETS, lora_targets, write_lora
@@ -104,7 +104,7 @@ def test_each_part_matters(tiny_arc2face_root, tiny_vae_folder, lora_files):
 
 
 def test_the_lcm_schedule_is_the_demos():
-    from arc2face_core.headless.pipeline import make_scheduler
+    from arc2face_core.diffusers_backend.pipeline import make_scheduler
 
     scheduler = make_scheduler("lcm")
     scheduler.set_timesteps(3)

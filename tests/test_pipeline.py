@@ -24,10 +24,10 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from arc2face_core.cli.main import main as cli_main
+from arc2face_core.diffusers_backend.model_files import SD15_VAE_CONFIG, load_unet, load_vae
+from arc2face_core.diffusers_backend.pipeline import Arc2FacePipeline, initial_noise, make_scheduler
 from arc2face_core.errors import CorruptWeightsError, InvalidInputError, WeightsNotFoundError, WrongModelError
-from arc2face_core.headless.cli import main as cli_main
-from arc2face_core.headless.model_files import SD15_VAE_CONFIG, load_unet, load_vae
-from arc2face_core.headless.pipeline import Arc2FacePipeline, initial_noise, make_scheduler
 from arc2face_core.identity.embeddings import random_identities
 from arc2face_core.weights import ModelRoots
 from builders.tiny_diffusers import (
@@ -217,7 +217,7 @@ def test_a_missing_unet_tensor_is_an_error_not_a_random_weight(tmp_path):
 def test_nan_or_inf_in_the_unet_is_refused_with_file_and_tensor(tmp_path):
     """The check runs on after load_unet returns (beside the other models' loading); the first forward call waits
     for it, so nothing is ever computed from the corrupt weights, and every later call is refused too."""
-    from arc2face_core.headless.model_files import wait_for_weight_check
+    from arc2face_core.diffusers_backend.model_files import wait_for_weight_check
 
     weights = write_tiny_unet(tmp_path)
     clean = load_file(weights)
@@ -237,7 +237,7 @@ def test_nan_or_inf_in_the_unet_is_refused_with_file_and_tensor(tmp_path):
 
 
 def test_a_clean_unet_is_checked_once_then_runs_without_the_hook(tmp_path):
-    from arc2face_core.headless.model_files import wait_for_weight_check
+    from arc2face_core.diffusers_backend.model_files import wait_for_weight_check
 
     unet = load_unet(write_tiny_unet(tmp_path))
     assert len(unet._forward_pre_hooks) == 1                 # the pending check
@@ -420,7 +420,7 @@ def test_a_process_that_exits_right_after_loading_exits_cleanly(tmp_path, case):
         sd = load_file(weights)
         del sd["conv_norm_out.weight"]
         save_file(sd, str(weights))
-    script = ("import sys\nfrom arc2face_core.headless.model_files import load_unet\n"
+    script = ("import sys\nfrom arc2face_core.diffusers_backend.model_files import load_unet\n"
               "try:\n    load_unet(sys.argv[1])\nexcept Exception as exc:\n    print(type(exc).__name__)\n")
     done = subprocess.run([sys.executable, "-c", script, str(weights)], cwd=REPO,
                           capture_output=True, text=True, timeout=120)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from arc2face_core.headless.pipeline import Arc2FacePipeline, make_scheduler
+from arc2face_core.diffusers_backend.pipeline import Arc2FacePipeline, make_scheduler
 from arc2face_core.identity.embeddings import random_identities
 from arc2face_core.weights import ModelRoots
 

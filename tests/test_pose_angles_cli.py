@@ -14,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
+from arc2face_core.cli.main import main as cli_main
 from arc2face_core.faces.head_pose import rotation_from_angles
-from arc2face_core.headless.cli import main as cli_main
 from arc2face_core.identity.embeddings import random_identities
 from arc2face_core.pose.flame import load_flame
 from arc2face_core.pose.flame_hint import flame_normal_maps, typed_face_parameters

@@ -21,11 +21,11 @@ from PIL import Image
 from test_pipeline import SIZE, run_reference
 
 from arc2face_core.batching import IdentityLayout
+from arc2face_core.cli.main import main as cli_main
+from arc2face_core.diffusers_backend.pipeline import Arc2FacePipeline
 from arc2face_core.errors import InvalidInputError, NoFaceError
 from arc2face_core.faces.align import align_faces
 from arc2face_core.faces.ffhq import image_align
-from arc2face_core.headless.cli import main as cli_main
-from arc2face_core.headless.pipeline import Arc2FacePipeline
 from arc2face_core.reference.diffusers_unet import ReferencePhotos, reference_adapter, write_pass
 from arc2face_core.reference.lora import load_reference_lora
 from arc2face_core.weights import ModelRoots

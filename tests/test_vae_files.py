@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from arc2face_core.diffusers_backend.model_files import load_vae
+from arc2face_core.diffusers_backend.vae_files import is_ldm_layout, to_diffusers_names
 from arc2face_core.errors import WrongModelError
-from arc2face_core.headless.model_files import load_vae
-from arc2face_core.headless.vae_files import is_ldm_layout, to_diffusers_names
 from builders.tiny_diffusers import TINY_VAE_CONFIG, tiny_vae_state_dict, write_tiny_vae_ldm_file
 
 
@@ -63,7 +63,7 @@ def test_an_ldm_vae_file_decodes_as_the_diffusers_folder(ldm_file, tiny_vae_fold
 
 def test_an_unconverted_file_would_decode_differently(ldm_file, tiny_vae_folder):
     """Negative control: the up-block reversal matters (a converter that kept LDM's order would be caught)."""
-    from arc2face_core.headless import vae_files
+    from arc2face_core.diffusers_backend import vae_files
 
     sd = load_file(ldm_file)
     unreversed = vae_files.ldm_to_diffusers(sd, up_blocks=1)   # up.{i} -> up_blocks.{0 - i}: wrong numbering

@@ -22,8 +22,8 @@ from typing import Optional
 import torch
 
 from .. import __version__
+from ..diffusers_backend.devices import dtype_name, resolve_device
 from ..errors import InvalidInputError
-from ..headless.devices import dtype_name, resolve_device
 from ..weights import ModelRoots
 from .config import DatasetConfig, differences
 from .generation import load_face_analyzer, load_maker
@@ -48,15 +48,15 @@ class RunOptions:
 
 def model_files(config: DatasetConfig, roots: ModelRoots) -> dict[str, str]:
     """Every file the dataset's pixels depend on, found (not loaded): a missing one is reported first."""
-    from ..headless.controlnet import find_controlnet
-    from ..headless.model_files import find_unet
+    from ..diffusers_backend.controlnet import find_controlnet
+    from ..diffusers_backend.model_files import find_unet
     from ..identity.encoder import find_id_encoder
     from ..weights import DETECTOR, find_arcface_recogniser, find_weight
 
     files = {"unet": str(find_unet(roots.arc2face, download=config.download)[0]),
              "encoder": str(find_id_encoder(roots.arc2face, download=config.download)[0]), "vae": str(config.vae)}
     if not config.vae.exists():
-        from ..headless.model_files import load_vae
+        from ..diffusers_backend.model_files import load_vae
 
         load_vae(config.vae)   # raises the VAE's own "not found" message
     if config.hint is not None:

@@ -18,8 +18,8 @@ from typing import Optional
 
 import torch
 
+from ..diffusers_backend.pipeline import DEFAULT_GUIDANCE, DEFAULT_SIZE, DEFAULT_STEPS
 from ..errors import InvalidInputError
-from ..headless.pipeline import DEFAULT_GUIDANCE, DEFAULT_SIZE, DEFAULT_STEPS
 from .sampling import DEFAULT_JITTER_FLOOR, UNIQUE_THRESHOLD, check_jitter, check_threshold
 
 DEFAULT_MAX_ATTEMPTS = 3

@@ -23,8 +23,8 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from ..diffusers_backend.devices import resolve_device
 from ..faces.similarity import score_identities
-from ..headless.devices import resolve_device
 from ..weights import ModelRoots
 from .config import DatasetConfig
 from .plan import Batch
@@ -161,7 +161,7 @@ def load_face_analyzer(config: DatasetConfig):
 
 def load_maker(config: DatasetConfig, identities: torch.Tensor, store: DatasetStore):
     """The pipeline and the face analyzer for ``config``, ready to make batches (also run inside Ray workers)."""
-    from ..headless.pipeline import Arc2FacePipeline
+    from ..diffusers_backend.pipeline import Arc2FacePipeline
 
     device, dtype = resolve_device(config.device, config.dtype)
     analyzer = load_face_analyzer(config) if config.score else None

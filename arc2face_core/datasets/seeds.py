@@ -21,8 +21,8 @@ import hashlib
 
 import torch
 
+from ..diffusers_backend.pipeline import initial_noise
 from ..errors import InvalidInputError
-from ..headless.pipeline import initial_noise
 
 SEED_SCHEME = "arc2face-dataset/v1"
 SEED_BITS = 53

@@ -231,7 +231,7 @@ def files_for_run(args: argparse.Namespace) -> tuple:
 def prepare_run(args: argparse.Namespace) -> Path:
     """Check the LCM options, then with --download fetch what the run needs; returns the VAE path (--vae, else <models>/vae/sd15_vae.safetensors,
     which without --download must exist: a VAE is never guessed)."""
-    from .lcm import check_lcm_arguments
+    from .lcm_options import check_lcm_arguments
 
     check_lcm_arguments(args)   # a wrong LCM setting fails before anything is downloaded or loaded
     models = Path(args.models)
@@ -250,7 +250,7 @@ def prepare_run(args: argparse.Namespace) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m arc2face_core.headless.downloads",
+    parser = argparse.ArgumentParser(prog="python -m arc2face_core.cli.downloads",
                                      description="Download the model files with a public source into a ComfyUI "
                                                  "models folder (what is already there is kept).")
     parser.add_argument("--models", type=Path, default=Path("models"), help="the models folder (ComfyUI/models)")

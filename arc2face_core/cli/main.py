@@ -9,7 +9,7 @@ photos (``--image``, one identity each, or one averaged identity with ``--averag
 Arc2Face pose ControlNet (one map for all identities, or one per identity); ``--pose-angles`` renders such a map from
 a typed head pose (``pose_angles``) and ``--pose-photo`` from a reference photo with SMIRK + FLAME (``pose_photo``),
 as the reference made its hints. The noise of the whole run is one seeded
-draw (see ``arc2face_core.pipeline``) sliced per batch.
+draw (see ``arc2face_core.diffusers_backend.pipeline``) sliced per batch.
 
 ``dataset``: a synthetic face dataset for face-recognition training, reproducible, resumable and sharded, with the
 paper's identity check (``arc2face_core.datasets``).
@@ -31,10 +31,10 @@ import numpy as np
 import torch
 
 from .. import __version__
+from ..diffusers_backend.devices import DTYPES, resolve_device
 from ..errors import Arc2FaceError, InvalidInputError, NoFaceError
 from ..faces.providers import PROVIDER_CHOICES
 from ..weights import ModelRoots
-from .devices import DTYPES, resolve_device
 
 EMBEDDINGS_FILE, SETTINGS_FILE, IDENTITIES_FILE = "embeddings.pt", "settings.json", "identities.safetensors"
 SUBCOMMANDS = ("generate", "dataset")
@@ -68,7 +68,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
-    from .pipeline import DEFAULT_GUIDANCE, DEFAULT_SIZE, DEFAULT_STEPS
+    from ..diffusers_backend.pipeline import DEFAULT_GUIDANCE, DEFAULT_SIZE, DEFAULT_STEPS
 
     p.add_argument("--images-per-id", type=int, default=4, help="images of each identity")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="denoising steps (DPM-Solver++ 2M)")
@@ -118,7 +118,7 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from ..datasets.options import add_dataset_arguments
-    from .lcm import add_lcm_arguments
+    from .lcm_options import add_lcm_arguments
     from .reference_options import add_reference_arguments
 
     parser = argparse.ArgumentParser(
@@ -195,8 +195,8 @@ def read_normal_map(path: Path) -> torch.Tensor:
 def pose(args, count: int) -> tuple[torch.Tensor | None, dict]:
     """The prepared pose hint [1 or N, 512, 512, 3] (None without one) and the control settings (for generate and
     settings.json)."""
+    from ..diffusers_backend.controlnet import check_control_range
     from ..pose.hint import check_hint_batch, prepare_normal_map
-    from .controlnet import check_control_range
     from .pose_angles import angle_hints
 
     control = {"control_scale": 1.0 if args.control_scale is None else args.control_scale,
@@ -281,7 +281,7 @@ def check_out_dir(out: Path, names: list[str], overwrite: bool) -> None:
 def settings(args, pipeline, info: dict, names: list[str], pose_info: dict, reference_info: dict | None = None) -> dict:
     import diffusers
 
-    from .pipeline import SD15_SCHEDULER_CONFIG
+    from ..diffusers_backend.pipeline import SD15_SCHEDULER_CONFIG
 
     return {
         "arc2face_core": __version__, "identities": info, "images_per_id": args.images_per_id, "steps": args.steps,
@@ -301,10 +301,10 @@ def settings(args, pipeline, info: dict, names: list[str], pose_info: dict, refe
 def run(args) -> int:
     from PIL import Image
 
+    from ..diffusers_backend.pipeline import Arc2FacePipeline
     from ..identity.files import save_embeddings
     from .downloads import prepare_run
-    from .lcm import apply_lcm_arguments
-    from .pipeline import Arc2FacePipeline
+    from .lcm_options import apply_lcm_arguments
     from .reference_options import reference_from_args
 
     if args.ids_per_batch < 1 or args.images_per_id < 1:
