@@ -77,3 +77,55 @@ def batched_tensor(value: Any, name: str) -> torch.Tensor:
     if value.ndim == 0:
         raise InvalidInputError(f"{name} must have a batch dimension, got a 0-d tensor (a single number).")
     return value
+
+
+def nonfinite_places(value: Any, where: str = "") -> list[str]:
+    """Where ``value`` holds NaN or infinity, as readable places ("entry 0 rows [1, 3]", "'samples' row 0").
+
+    Looks through tensors, numpy arrays, dicts (string keys), lists, tuples and dataclasses, the containers ComfyUI's
+    CONDITIONING, LATENT, IMAGE and MASK values and the pack's own embeddings, expressions and face parameters are
+    made of; other objects (a ControlNet inside a conditioning) are not entered. Rows are the first dimension.
+    """
+    import dataclasses
+
+    import numpy as np
+
+    if isinstance(value, torch.Tensor):
+        if not (value.is_floating_point() or value.is_complex()) or bool(torch.isfinite(value).all()):
+            return []
+        if value.ndim == 0:
+            return [where or "the value"]
+        rows = (~torch.isfinite(value)).reshape(value.shape[0], -1).any(dim=1).nonzero().flatten().tolist()
+        return [_rows_text(where, rows)]
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "fc" or bool(np.isfinite(value).all()):
+            return []
+        if value.ndim == 0:
+            return [where or "the value"]
+        rows = np.flatnonzero((~np.isfinite(value)).reshape(value.shape[0], -1).any(axis=1)).tolist()
+        return [_rows_text(where, rows)]
+    prefix = f"{where}, " if where else ""
+    if isinstance(value, dict):
+        return [p for key, item in value.items() if isinstance(key, str)
+                for p in nonfinite_places(item, f"{prefix}'{key}'")]
+    if isinstance(value, (list, tuple)):
+        if all(_is_conditioning_entry(item) for item in value):   # ComfyUI's [[tensor, {options}], ...]
+            return [p for index, (tensor, options) in enumerate(value)
+                    for p in nonfinite_places(tensor, f"{prefix}entry {index}")
+                    + nonfinite_places(options, f"{prefix}entry {index}")]
+        return [p for index, item in enumerate(value) for p in nonfinite_places(item, f"{prefix}item {index}")]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [p for field in dataclasses.fields(value)
+                for p in nonfinite_places(getattr(value, field.name), f"{prefix}{field.name}")]
+    return []
+
+
+def _is_conditioning_entry(item: Any) -> bool:
+    return (isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], torch.Tensor)
+            and isinstance(item[1], dict))
+
+
+def _rows_text(where: str, rows: list[int]) -> str:
+    shown = rows if len(rows) <= 8 else rows[:8] + ["..."]
+    label = f"row {rows[0]}" if len(rows) == 1 else f"rows {shown}"
+    return f"{where} {label}" if where else label

@@ -7,6 +7,11 @@ checked at all. A NaN strength or weight then makes all-black images that ComfyU
 added later: ``nodes/__init__.py`` applies it to everything it registers): each FLOAT/INT value must be a finite
 number within the declared range and each choice one of the declared values, or the node raises InvalidInputError
 naming itself, the input and what is allowed.
+
+Values that arrive from other nodes are checked too: a CONDITIONING, LATENT, IMAGE or MASK, or the pack's embeddings,
+expressions and face parameters, holding NaN or infinity (e.g. the stock ConditioningAverage given a NaN strength
+through the API) would sample to a black image reported as a success; the node refuses it, naming the input and the
+rows. A stock node (KSampler) cannot see such a value, but the pack's nodes before it still refuse theirs.
 """
 
 from __future__ import annotations
@@ -18,9 +23,13 @@ import numbers
 from typing import Any, Callable
 
 from ..arc2face_core.errors import InvalidInputError
+from ..arc2face_core.validation import nonfinite_places
 
 _WRAPPED = "_arc2face_checks_widgets"
 _NUMBER_KINDS = ("FLOAT", "INT")
+# Sockets whose values carry tensors that flow into the model: checked for NaN/inf wherever a pack node receives them.
+TENSOR_KINDS = ("CONDITIONING", "LATENT", "IMAGE", "MASK", "ARCFACE_EMBEDS", "ARC2FACE_EXPRESSION",
+                "ARC2FACE_FACE_PARAMS")
 
 
 def _declared_inputs(cls) -> dict[str, tuple]:
@@ -62,6 +71,15 @@ def check_value(node: str, name: str, kind: Any, options: dict, value: Any) -> N
         if value not in choices:
             shown = choices if len(choices) <= 12 else choices[:12] + ["..."]
             raise InvalidInputError(f"{node}: {name} is {value!r}, which is not one of its choices {shown}.")
+        return
+    if kind in TENSOR_KINDS:
+        places = nonfinite_places(value)
+        if places:
+            shown = "; ".join(places[:6]) + ("; ..." if len(places) > 6 else "")
+            raise InvalidInputError(
+                f"{node}: {name} ({kind}) holds NaN or infinity ({shown}). An earlier node made it, e.g. a NaN "
+                "strength or weight sent through the API to a stock node; fix that value. With it the images would "
+                "be black.")
         return
     if kind not in _NUMBER_KINDS:
         return

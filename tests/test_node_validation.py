@@ -144,3 +144,74 @@ def test_a_list_input_node_has_each_item_checked(validation, InvalidInputError):
         Node().run(scores=[0.9], threshold=[math.nan])
     with pytest.raises(InvalidInputError, match=r"List Node: scores must be a finite number in any range, got inf"):
         Node().run(scores=[0.9, math.inf], threshold=[0.4])
+
+
+def test_values_from_other_nodes_with_nan_or_inf_are_refused_naming_input_and_rows(pack, InvalidInputError):
+    """Embeddings and expressions arriving through links: the pack's nodes refuse NaN/inf rows before running."""
+    import torch
+
+    blend = pack.NODE_CLASS_MAPPINGS["Arc2FaceEmbeddingBlend"]()
+    good = torch.eye(512)[:3]
+    bad = good.clone()
+    bad[1, 7] = math.nan
+    bad[2, 0] = -math.inf
+    with pytest.raises(InvalidInputError, match=r"Embedding Blend: embeds_b \(ARCFACE_EMBEDS\) holds NaN or infinity "
+                                                r"\(rows \[1, 2\]\)\. An earlier node made it"):
+        blend.blend(embeds_a=good, embeds_b=bad, weight=0.5, method="slerp")
+    expression_blend = pack.NODE_CLASS_MAPPINGS["Arc2FaceExpressionBlend"]()
+    neutral, broken = torch.zeros(2, 55), torch.zeros(2, 55)
+    broken[0, 54] = math.inf
+    with pytest.raises(InvalidInputError, match=r"Expression Blend: expression_a \(ARC2FACE_EXPRESSION\) holds NaN or "
+                                                r"infinity \(row 0\)"):
+        expression_blend.blend(expression_a=broken, expression_b=neutral, weight=0.5)
+
+
+@pytest.mark.parametrize("kind, value, places", [
+    ("CONDITIONING", "conditioning", r"entry 1 row 2; entry 1, 'pooled_output' row 0"),
+    ("LATENT", "latent", r"'samples' rows \[0, 3\]; 'noise_mask' row 1"),
+    ("IMAGE", "image", r"row 4"),
+    ("MASK", "mask", r"row 0"),
+    ("ARC2FACE_FACE_PARAMS", "face_params", r"jaw row 1"),
+])
+def test_every_tensor_socket_is_checked_where_the_nan_is(validation, InvalidInputError, kind, value, places):
+    import dataclasses
+
+    import torch
+
+    nan = math.nan
+    cond = torch.zeros(3, 77, 768)
+    cond[2, 76, 767] = nan
+    latent = torch.zeros(4, 4, 8, 8)
+    latent[0, 0, 0, 0] = nan
+    latent[3, 3, 7, 7] = math.inf
+    mask = torch.ones(2, 64, 64)
+    mask[1, 3, 3] = nan
+    image = torch.zeros(5, 16, 16, 3)
+    image[4, 0, 0, 2] = nan
+
+    @dataclasses.dataclass
+    class Params:
+        shape: torch.Tensor
+        jaw: torch.Tensor
+
+    jaw = torch.zeros(2, 3)
+    jaw[1, 0] = nan
+    values = {
+        "conditioning": [[torch.zeros(1, 77, 768), {"pooled_output": torch.zeros(1, 768)}],
+                         [cond, {"pooled_output": torch.tensor([[nan] * 768]), "strength": 1.0}]],
+        "latent": {"samples": latent, "noise_mask": mask, "batch_index": [0, 1, 2, 3]},
+        "image": image,
+        "mask": torch.tensor([[[math.inf]]]),
+        "face_params": Params(shape=torch.zeros(2, 300), jaw=jaw),
+    }
+    with pytest.raises(InvalidInputError, match=rf"Node X: x \({kind}\) holds NaN or infinity \({places}\)\."):
+        validation.check_value("Node X", "x", kind, {}, values[value])
+
+
+def test_finite_tensor_values_and_integer_tensors_pass(validation):
+    import torch
+
+    validation.check_value("Node X", "x", "CONDITIONING", {}, [[torch.zeros(1, 77, 768), {"pooled_output": None}]])
+    validation.check_value("Node X", "x", "LATENT", {}, {"samples": torch.zeros(1, 4, 8, 8),
+                                                         "batch_index": torch.tensor([2 ** 40])})
+    validation.check_value("Node X", "x", "IMAGE", {}, torch.full((1, 4, 4, 3), 1e30))

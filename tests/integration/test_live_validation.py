@@ -94,3 +94,28 @@ def test_the_encoder_node_keeps_the_direction_of_huge_embeddings(comfy_install):
     """Rows of ±1e18 and scaled to 1e30 and 3e38 condition like their unit vectors (they used to become zero)."""
     report = run_in_comfyui(comfy_install, CHECKS / "encoder_overflow.py")
     assert report["shape"] == [3, 77, 768] and report["max_difference"] < 1e-4
+
+
+def test_nan_conditioning_from_a_stock_node_is_an_error_naming_input_and_rows(comfy):
+    """The stock ConditioningAverage given a NaN strength through the API, between the Encoder and the Sampler: it
+    used to sample an all-black image reported as a success."""
+    prompt = identities_prompt(["arc2face_face.png"])
+    prompt["20"] = {"class_type": "ConditioningAverage", "inputs": {
+        "conditioning_to": ["6", 0], "conditioning_from": ["6", 1], "conditioning_to_strength": math.nan}}
+    prompt["21"] = sampler(["20", 0], ["6", 1])
+    save_latent(prompt, "22", "21", f"v_{tag()}")
+    error = comfy.run_error(prompt)
+    assert ("InvalidInputError: Arc2Face Sampler: positive (CONDITIONING) holds NaN or infinity (entry 0 row 0; "
+            "entry 0, 'pooled_output' row 0). An earlier node made it") in error, error
+
+
+def test_nan_latent_from_a_stock_node_is_an_error(comfy):
+    """A LATENT scaled by NaN (stock LatentMultiply) as the Sampler's latent_image."""
+    prompt = identities_prompt(["arc2face_face.png"])
+    prompt["20"] = {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}}
+    prompt["23"] = {"class_type": "LatentMultiply", "inputs": {"samples": ["20", 0], "multiplier": math.nan}}
+    prompt["21"] = sampler(["6", 0], ["6", 1], latent_image=["23", 0], denoise=1.0)
+    save_latent(prompt, "22", "21", f"v_{tag()}")
+    error = comfy.run_error(prompt)
+    assert ("InvalidInputError: Arc2Face Sampler: latent_image (LATENT) holds NaN or infinity ('samples' row 0)"
+            in error), error
