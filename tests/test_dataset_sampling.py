@@ -123,6 +123,36 @@ def test_the_greedy_rule_equals_a_brute_force_pass():
     assert max_pairwise(sampled.embeds) < 0.3
 
 
+def test_candidates_are_compared_with_every_kept_identity_beyond_one_chunk():
+    """A proposal that repeats identities kept after the first KEPT_CHUNK ones: each repeat is refused (comparing new
+    candidates with only the first chunk of kept identities would take them), and the fresh rows after them are kept.
+    """
+    from arc2face_core.datasets.sampling import CANDIDATE_BLOCK, KEPT_CHUNK
+
+    fresh_blocks = KEPT_CHUNK // CANDIDATE_BLOCK + 1          # kept identities then reach past the first chunk
+    repeats = CANDIDATE_BLOCK // 2
+    given = []
+
+    def propose(generator, count):
+        rows = torch.randn(count, 512, generator=generator)
+        if len(given) == fresh_blocks:                        # the next block opens with near-copies of the last one
+            rows[:repeats] = given[-1][:repeats] + 1e-3 * rows[:repeats]
+        given.append(rows.clone())
+        return rows
+
+    wanted = 100
+    sampled = unique_identities(fresh_blocks * CANDIDATE_BLOCK + wanted, seed=5, propose=propose)
+    assert fresh_blocks * CANDIDATE_BLOCK > KEPT_CHUNK and sampled.rejected == repeats
+    fresh = given[-1][repeats:repeats + wanted].double().numpy()
+    np.testing.assert_allclose(sampled.embeds[-wanted:].double().numpy(),
+                               fresh / np.linalg.norm(fresh, axis=1, keepdims=True), atol=1e-6)
+    kept = sampled.embeds.double().numpy()
+    repeated = given[-2][:repeats].double().numpy()
+    closest = (kept @ (repeated / np.linalg.norm(repeated, axis=1, keepdims=True)).T).max(axis=0)
+    assert (closest > 0.99).all()                              # each repeat's original is among the kept ...
+    assert np.abs(kept[-wanted:] @ kept[:-wanted].T).max() < 0.3   # ... and no repeat was kept beside it
+
+
 def test_impossible_uniqueness_is_a_clear_error():
     same = lambda generator, count: torch.ones(count, 512) + 1e-3 * torch.randn(count, 512, generator=generator)  # noqa: E731
     with pytest.raises(InvalidInputError, match=r"only 1 of 5 identities .* below 0.3"):

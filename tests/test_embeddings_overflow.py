@@ -114,3 +114,32 @@ def test_ordinary_rows_are_divided_by_their_norm_bit_for_bit():
     out = normalize(mixed)
     assert torch.equal(out[:5], reference[:5]) and torch.equal(out[6:], reference[6:])
     torch.testing.assert_close(out[5], reference[5], rtol=1e-6, atol=1e-7)
+
+
+def test_identities_files_keep_the_direction_of_huge_rows(tmp_path):
+    """Save Embeddings / the command line's identities file, and reading one back (they used to write zero rows, which
+    the file then refused to load)."""
+    from safetensors.torch import save_file
+
+    from arc2face_core.identity.files import embeddings_bytes, load_embeddings, save_embeddings
+
+    expected = unit64(huge().double().numpy())
+    saved = save_embeddings(tmp_path / "huge.safetensors", huge())
+    rows, _ = load_embeddings(saved)
+    np.testing.assert_allclose(rows.double().numpy(), expected, atol=1e-6)
+    assert len(embeddings_bytes(huge())) > 4 * 512 * 4
+    save_file({"embeddings": huge()}, str(tmp_path / "raw.safetensors"))   # written by another tool, not normalised
+    rows, _ = load_embeddings(tmp_path / "raw.safetensors")
+    np.testing.assert_allclose(rows.double().numpy(), expected, atol=1e-6)
+
+
+def test_dataset_identity_proposals_of_huge_rows_keep_their_direction():
+    from arc2face_core.datasets.sampling import CANDIDATE_BLOCK, unique_identities
+
+    def propose(generator, count):
+        rows = torch.randn(count, 512, generator=generator, dtype=torch.float64)
+        return (rows * 1e30 / rows.abs().amax(dim=1, keepdim=True)).float()
+
+    ids = unique_identities(3, seed=0, propose=propose)
+    first = torch.randn(CANDIDATE_BLOCK, 512, generator=torch.Generator().manual_seed(0), dtype=torch.float64)[:1]
+    np.testing.assert_allclose(ids.embeds[:1].double().numpy(), unit64(first.numpy()), atol=1e-6)

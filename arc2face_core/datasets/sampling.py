@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 
 from ..errors import InvalidInputError
-from ..identity.embeddings import ARCFACE_DIM
+from ..identity.embeddings import ARCFACE_DIM, unit_rows
 
 UNIQUE_THRESHOLD = 0.3          # the paper's pairwise similarity bound between synthetic identities
 CANDIDATE_BLOCK = 4096          # candidates drawn (and compared) at a time; fixed, so results do not depend on count
@@ -70,10 +70,9 @@ def _proposed_block(propose: Proposal, generator: torch.Generator) -> torch.Tens
         got = list(block.shape) if isinstance(block, torch.Tensor) else type(block).__name__
         raise InvalidInputError(f"an identity proposal must give [{CANDIDATE_BLOCK}, {ARCFACE_DIM}] rows, got {got}")
     block = block.float()
-    norms = block.norm(dim=1, keepdim=True)
-    if not torch.isfinite(block).all() or (norms < 1e-12).any():
+    if not torch.isfinite(block).all() or (block.abs().amax(dim=1) == 0).any():
         raise InvalidInputError("an identity proposal gave NaN, infinite or zero rows")
-    return block / norms
+    return unit_rows(block)
 
 
 def _max_against(block: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:

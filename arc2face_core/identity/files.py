@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CorruptWeightsError, InvalidInputError
-from .embeddings import ARCFACE_DIM, validate_embeds
+from .embeddings import ARCFACE_DIM, unit_rows, validate_embeds
 
 EMBEDDINGS_KEY = "embeddings"
 IDENTITIES_FORMAT = "arc2face.identities"
@@ -27,7 +27,7 @@ def embeddings_bytes(embeds: torch.Tensor, source: dict | None = None) -> bytes:
     """The identities file's bytes: unit rows [N, 512] float32 and the metadata (see the module docstring)."""
     from safetensors.torch import save
 
-    rows = unit_rows(embeds).cpu().contiguous()
+    rows = stored_rows(embeds).cpu().contiguous()
     metadata = {"format": IDENTITIES_FORMAT, "version": FORMAT_VERSION, "source": json.dumps(source or {})}
     return save({EMBEDDINGS_KEY: rows}, metadata=metadata)
 
@@ -75,18 +75,19 @@ def load_embeddings(path: str | os.PathLike) -> tuple[torch.Tensor, dict]:
         raise InvalidInputError(f"{path} holds a {type(data).__name__}, not a tensor of ArcFace embeddings "
                                 f"[N, {ARCFACE_DIM}]")
     try:
-        rows = unit_rows(tensor)
+        rows = stored_rows(tensor)
     except InvalidInputError as exc:
         raise InvalidInputError(f"{path}: {exc}") from None
     return rows, source if isinstance(source, dict) else {}
 
 
-def unit_rows(embeds) -> torch.Tensor:
+def stored_rows(embeds) -> torch.Tensor:
     """Validated float32 rows, each scaled to norm 1 unless it already is (within 1e-6): rows that are unit keep
-    their exact bits, so saving and loading identities changes nothing."""
+    their exact bits, so saving and loading identities changes nothing. Others are normalised overflow-safely (the
+    pack's one ``unit_rows``): a row of huge values keeps its direction instead of becoming zeros."""
     rows = validate_embeds(embeds)
     norms = rows.norm(dim=1, keepdim=True)
-    return torch.where((norms - 1).abs() > 1e-6, rows / norms, rows)
+    return torch.where((norms - 1).abs() > 1e-6, unit_rows(rows), rows)
 
 
 def looks_like_identities(path: str | os.PathLike) -> bool:
