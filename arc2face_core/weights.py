@@ -145,6 +145,11 @@ def _roots_text(roots: Sequence[Path]) -> str:
     return "\n".join(f"  - {r}" for r in roots) or "  (no model folders are configured)"
 
 
+def candidate_paths(spec: WeightSpec, roots: Iterable[str | os.PathLike]) -> list[Path]:
+    """Every place ``spec`` is looked for under ``roots``, in search order (the first existing one is used)."""
+    return [safe_join(Path(os.path.abspath(os.fspath(root))), rel) for root in roots for rel in spec.candidates]
+
+
 def find_weight(
     spec: WeightSpec,
     roots: Iterable[str | os.PathLike],
@@ -158,11 +163,9 @@ def find_weight(
     ``WeightsNotFoundError`` naming the file, the folders searched and where to get it.
     """
     root_list = [Path(os.path.abspath(os.fspath(r))) for r in roots]
-    for root in root_list:
-        for rel in spec.candidates:
-            path = safe_join(root, rel)
-            if path.is_file():
-                return path
+    for path in candidate_paths(spec, root_list):
+        if path.is_file():
+            return path
     if download and spec.hf_filename and root_list:
         return download_from_hub(spec, root_list[0])
     looked_for = " or ".join(spec.candidates)

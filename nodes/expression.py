@@ -34,6 +34,14 @@ class Arc2FaceExpressionAdapterLoader:
             "optional": download_switch("exp_adapter/exp_adapter.bin"),
         }
 
+    @classmethod
+    def IS_CHANGED(cls, **inputs):   # a replaced file is loaded again (ComfyUI caches a loader by its inputs only)
+        from ..arc2face_core.weights import EXPRESSION_ADAPTER
+        from .comfy_paths import model_roots
+        from .model_cache import files_state
+
+        return files_state(EXPRESSION_ADAPTER, roots=model_roots().arc2face)
+
     def load(self, download_missing: bool = False):
         import comfy.model_management as mm
         import comfy.model_patcher

@@ -32,6 +32,16 @@ class Arc2FaceArcFaceLoader:
             "optional": download_switch("arcface.onnx", " The antelopev2 detector cannot be downloaded."),
         }
 
+    @classmethod
+    def IS_CHANGED(cls, **inputs):   # a replaced file is loaded again (ComfyUI caches a loader by its inputs only)
+        from ..arc2face_core.weights import ARCFACE, ARCFACE_IN_ANTELOPEV2, DETECTOR
+        from .comfy_paths import model_roots
+        from .model_cache import files_state
+
+        roots = model_roots()
+        return (files_state(ARCFACE, roots=roots.arc2face)
+                + files_state(ARCFACE_IN_ANTELOPEV2, DETECTOR, roots=roots.insightface))
+
     def load(self, provider: str, det_size: int, download_missing: bool = False):
         import comfy.model_management as mm
 

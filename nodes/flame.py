@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .model_cache import cached_patcher, file_key
+from .model_cache import cached_patcher, file_key, files_state
 
 CATEGORY = "Arc2Face"
 FLAME_FILE_NOTE = ("FLAME 2020's generic_model.pkl from flame.is.tue.mpg.de (registration; non-commercial licence; "
@@ -59,6 +59,14 @@ class Arc2FaceFLAMELoader:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {}}
+
+    @classmethod
+    def IS_CHANGED(cls, **inputs):   # no inputs: without this ComfyUI would keep a replaced or added file's old model
+        from ..arc2face_core.pose.flame import EYELID_FILES
+        from ..arc2face_core.weights import FLAME
+        from .comfy_paths import model_roots
+
+        return files_state(FLAME, roots=model_roots().arc2face, beside=EYELID_FILES)
 
     def load(self):
         from ..arc2face_core.weights import FLAME, find_weight

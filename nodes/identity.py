@@ -55,6 +55,14 @@ class Arc2FaceModelLoader:
             "optional": download_switch("the UNet and encoder files"),
         }
 
+    @classmethod
+    def IS_CHANGED(cls, **inputs):   # a replaced file is loaded again (ComfyUI caches a loader by its inputs only)
+        from ..arc2face_core.weights import ENCODER, UNET
+        from .comfy_paths import model_roots
+        from .model_cache import files_state
+
+        return files_state(UNET, ENCODER, roots=model_roots().arc2face, beside=("config.json",))
+
     def load(self, weight_dtype: str, download_missing: bool = False):
         import comfy.sd
 

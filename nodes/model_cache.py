@@ -19,6 +19,16 @@ def file_key(*paths: Path) -> tuple:
     return tuple(key)
 
 
+def files_state(*specs, roots, beside: tuple[str, ...] = ()) -> str:
+    """A loader's IS_CHANGED value: the file key of every place its files are looked for (and of the ``beside`` files
+    next to each), so ComfyUI runs the loader again when a file is added, replaced or deleted, and reuses its output
+    while nothing changed. ``specs`` are WeightSpecs; ``roots`` the model folders searched."""
+    from ..arc2face_core.weights import candidate_paths
+
+    paths = [path for spec in specs for path in candidate_paths(spec, roots)]
+    return repr(file_key(*paths, *(path.parent / name for path in paths for name in beside)))
+
+
 def cached_patcher(cache: dict, key: tuple, build: Callable[[], object]):
     """The ModelPatcher kept in ``cache`` under ``key``, or a new one around ``build()`` replacing whatever the cache
     held (one model per cache: a changed file is reloaded, the old model is let go)."""

@@ -25,6 +25,14 @@ class Arc2FaceControlNetLoader:
             "optional": download_switch("controlnet/ (config and weights)"),
         }
 
+    @classmethod
+    def IS_CHANGED(cls, **inputs):   # a replaced file is loaded again (ComfyUI caches a loader by its inputs only)
+        from ..arc2face_core.weights import CONTROLNET
+        from .comfy_paths import model_roots
+        from .model_cache import files_state
+
+        return files_state(CONTROLNET, roots=model_roots().arc2face, beside=("config.json",))
+
     def load(self, download_missing: bool = False):
         import comfy.controlnet
 

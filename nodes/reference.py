@@ -29,6 +29,14 @@ class Arc2FaceReferenceAdapterLoader:
     def INPUT_TYPES(cls):
         return {"required": {}, "optional": download_switch("ref_adapter/pytorch_lora_weights.safetensors")}
 
+    @classmethod
+    def IS_CHANGED(cls, **inputs):   # a replaced file is loaded again (ComfyUI caches a loader by its inputs only)
+        from ..arc2face_core.weights import REFERENCE_ADAPTER
+        from .comfy_paths import model_roots
+        from .model_cache import files_state
+
+        return files_state(REFERENCE_ADAPTER, roots=model_roots().arc2face)
+
     def load(self, download_missing: bool = False):
         from ..arc2face_core.reference.lora import load_reference_lora
         from ..arc2face_core.weights import REFERENCE_ADAPTER, find_weight

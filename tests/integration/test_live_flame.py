@@ -19,7 +19,7 @@ from arc2face_core.pose.flame import load_flame
 from arc2face_core.pose.flame_hint import flame_normal_maps, typed_face_parameters
 from arc2face_core.pose.render import render_normal_map
 from comfyui_client import outputs
-from fixtures_comfyui import run_in_comfyui
+from fixtures_comfyui import FLAME_SEED, run_in_comfyui
 
 CHECKS = Path(__file__).resolve().parents[1] / "comfyui_checks"
 
@@ -78,3 +78,58 @@ def test_an_expression_without_flame_leaves_the_generic_head(comfy):
     }
     first, second = _saved(comfy, comfy.run_ok(prompt), "4")
     np.testing.assert_array_equal(first, second)
+
+
+def test_the_flame_loader_follows_its_files(comfy, tmp_path):
+    """Removing SMIRK's eyelid files, replacing generic_model.pkl or deleting it takes effect on the next prompt: the
+    loader has no inputs, and ComfyUI used to keep the first model until /free. The session's files are restored."""
+    import shutil
+
+    from builders.flame import write_flame_folder
+
+    folder = comfy.root / "models" / "arc2face" / "flame"
+    backup = tmp_path / "backup"
+    shutil.copytree(folder, backup)
+    expression = make_expression(0.2, (1.0, 1.0), "")        # closed eyelids: they show only with the eyelid files
+    params = typed_face_parameters(5, -20, 0, expression)
+
+    def hint_of_server() -> np.ndarray:
+        tag = uuid.uuid4().hex[:8]
+        prompt = {
+            "1": {"class_type": "Arc2FaceFLAMELoader", "inputs": {}},
+            "2": {"class_type": "Arc2FaceExpression", "inputs": {"jaw_open": 0.2, "eyelid_left": 1.0,
+                                                                 "eyelid_right": 1.0, "coefficients": ""}},
+            "3": {"class_type": "Arc2FaceNormalMapFromAngles", "inputs": {
+                "yaw": -20.0, "pitch": 5.0, "roll": 0.0, "expression": ["2", 0], "flame": ["1", 0]}},
+            "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": f"files_{tag}"}},
+        }
+        return _saved(comfy, comfy.run_ok(prompt), "4")[0]
+
+    def hint_of_files() -> np.ndarray:
+        return flame_normal_maps(load_flame(folder / "generic_model.pkl"), params)[0]
+
+    try:
+        with_eyelids = hint_of_server()
+        np.testing.assert_array_equal(with_eyelids, hint_of_files())
+        for name in ("l_eyelid.npy", "r_eyelid.npy"):
+            (folder / name).unlink()
+        without_eyelids = hint_of_server()
+        np.testing.assert_array_equal(without_eyelids, hint_of_files())
+        assert (without_eyelids != with_eyelids).any()
+        other = tmp_path / "other"
+        other.mkdir()
+        write_flame_folder(other, seed=FLAME_SEED + 7, eyelids=False)
+        shutil.copyfile(other / "generic_model.pkl", folder / "generic_model.pkl")
+        replaced = hint_of_server()
+        np.testing.assert_array_equal(replaced, hint_of_files())
+        assert (replaced != without_eyelids).any()
+        (folder / "generic_model.pkl").unlink()
+        error = comfy.run_error({
+            "1": {"class_type": "Arc2FaceFLAMELoader", "inputs": {}},
+            "3": {"class_type": "Arc2FaceNormalMapFromAngles", "inputs": {
+                "yaw": -20.0, "pitch": 5.0, "roll": 0.0, "flame": ["1", 0]}},
+            "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}}})
+        assert "FLAME 2020 head model (generic_model.pkl) not found" in error, error
+    finally:
+        shutil.rmtree(folder)
+        shutil.copytree(backup, folder)

@@ -269,3 +269,15 @@ def test_files_in_the_users_folders_only_are_enough(fresh):
         fresh.put(rel, "user")
     entry = fresh.ok(SMIRK_NODE)
     assert entry["outputs"]["9"]["text"], entry["outputs"]
+
+
+def test_every_file_loader_runs_again_when_its_files_change(comfy_install, tmp_path):
+    """A file added, rewritten or deleted changes the loader's IS_CHANGED value; nothing changed keeps it (ComfyUI then
+    reuses the loaded model)."""
+    from fixtures_comfyui import run_in_comfyui
+
+    checks = Path(__file__).resolve().parents[1] / "comfyui_checks"
+    report = run_in_comfyui(comfy_install, checks / "loader_files.py", str(tmp_path))
+    assert report == {node: [True, True, False, True] for node in (
+        "Arc2FaceFLAMELoader", "Arc2FaceControlNetLoader", "Arc2FaceExpressionAdapterLoader",
+        "Arc2FaceReferenceAdapterLoader", "Arc2FaceModelLoader", "Arc2FaceArcFaceLoader")}, report
