@@ -78,7 +78,7 @@ class Arc2FaceFilterByIdentity:
         if kept.shape[0]:
             return (kept,)
         # Stock nodes (Save Image, Preview Image) fail on an empty batch: skip them, as ComfyUI means it to be done.
-        logging.getLogger(__name__).warning("Filter by Identity: none of %d images reached %.3f (best %.3f); the "
+        logging.getLogger(__name__).warning("Filter by Identity: none of %d images reached %.8g (best %.8g); the "
                                             "nodes after it are skipped", len(scores), threshold[0], max(scores))
         try:
             from comfy_execution.graph_utils import ExecutionBlocker

@@ -72,6 +72,14 @@ def test_bad_string_coefficients_name_the_position(text, position, shown):
         parse_coefficients(text)
 
 
+@pytest.mark.parametrize("text, position", [("1,,2", 2), ("1, ,2", 2), (",1", 1), ("1, 2,", 3), ("0.5;;1", 2)])
+def test_an_empty_field_is_refused_instead_of_shifting_the_later_coefficients(text, position):
+    """"1,,2" used to read as [1, 2]: coefficient 3 moved into place 2."""
+    with pytest.raises(InvalidInputError, match=f"coefficient {position} is empty in {text!r}.*write 0"):
+        parse_coefficients(text)
+    assert parse_coefficients("1, 0, 2")[:3] == [1.0, 0.0, 2.0]
+
+
 def test_bad_list_coefficients_name_the_position():
     with pytest.raises(InvalidInputError, match="coefficient 2 is 'x'"):
         parse_coefficients([1.0, "x"])

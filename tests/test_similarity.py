@@ -96,6 +96,30 @@ def test_filter_keeps_the_images_at_or_above_the_threshold():
     assert indices == [] and none.shape == (0, 4, 4, 3)        # an empty batch, not an error
 
 
+def test_threshold_one_keeps_an_image_scored_against_its_own_embedding():
+    """A float32 cosine of a unit vector with itself is 1 - 2**-24 here, not 1.0 (a hand-worked float32 case)."""
+    row = torch.nn.functional.normalize(torch.randn(512, generator=torch.Generator().manual_seed(3)), dim=0)
+    own = float(row @ row)
+    assert own != 1.0 and abs(own - 1.0) < 1e-6        # what Identity Similarity reports for identical faces
+    kept, indices = filter_by_scores([batch(0.1, 0.2, 0.3)], [own, 1.0 - 2e-6, 0.99999994], 1.0)
+    assert indices == [0, 2]                            # float rounding passes; a real shortfall does not
+
+
+def test_an_empty_batch_is_a_clear_error_in_the_node(pack):
+    node = pack.NODE_CLASS_MAPPINGS["Arc2FaceFilterByIdentity"]()
+    with pytest.raises(Exception, match=r"images is an empty batch \(0 images, 0 scores\): there is nothing to "
+                                        r"filter") as caught:
+        node.filter(images=[torch.zeros(0, 8, 8, 3)], scores=[], threshold=[0.4])
+    assert type(caught.value).__name__ == "InvalidInputError"     # was a bare ValueError from max() of no scores
+
+
+def test_the_log_shows_enough_digits_when_none_passes(pack, caplog):
+    node = pack.NODE_CLASS_MAPPINGS["Arc2FaceFilterByIdentity"]()
+    with caplog.at_level("WARNING"), pytest.raises(Exception, match="none of the 1 images reached"):
+        node.filter(images=[batch(0.5)], scores=[0.9999985], threshold=[1.0])   # no ComfyUI: no skipping, an error
+    assert "none of 1 images reached 1 (best 0.9999985)" in caplog.text
+
+
 @pytest.mark.parametrize("images, scores, threshold, message", [
     ([batch(0.1, 0.2)], [0.3], 0.1, "2 images but 1 score"),
     ([batch(0.1)], [float("nan")], 0.1, "score 1 is nan"),

@@ -81,6 +81,22 @@ def _warn_if_exaggerated(values: torch.Tensor, name: str) -> None:
                     COEFFICIENT_WARN)
 
 
+def _coefficient_tokens(text: str) -> list[str]:
+    """The numbers of a coefficients string, separated by commas/semicolons and/or spaces. An empty field between
+    two separators is refused: read as nothing, it would move every later coefficient one place forward."""
+    if not text.strip():
+        return []
+    tokens: list[str] = []
+    for field in re.split(r"[,;]", text):
+        if not field.strip():
+            raise InvalidInputError(
+                f"Expression coefficient {len(tokens) + 1} is empty in {text!r} (two separators in a row, or one at "
+                "the start or end): write 0 for a coefficient you want to leave at neutral, so the later ones keep "
+                "their places.")
+        tokens.extend(field.split())
+    return tokens
+
+
 def parse_coefficients(coefficients: Coefficients) -> list[float]:
     """Up to 50 FLAME expression coefficients → a list of exactly 50 floats (missing ones are 0).
 
@@ -90,7 +106,7 @@ def parse_coefficients(coefficients: Coefficients) -> list[float]:
     if coefficients is None:
         values: list[float] = []
     elif isinstance(coefficients, str):
-        tokens = [t for t in re.split(r"[\s,;]+", coefficients.strip()) if t]
+        tokens = _coefficient_tokens(coefficients)
         values = [_number(token, i + 1, repr(token)) for i, token in enumerate(tokens)]
     else:
         if isinstance(coefficients, torch.Tensor):

@@ -88,9 +88,15 @@ def check_threshold(threshold: Any) -> float:
     return float(threshold)
 
 
+# A cosine of float32 unit vectors is off by a few units in the last place: an image scored against its own embedding
+# gets 0.99999994, not 1.0. Scores this close below the threshold pass it, so threshold 1.0 keeps identical faces.
+SCORE_TOLERANCE = 1e-6
+
+
 def filter_by_scores(images: Sequence[torch.Tensor], scores: Sequence[float],
                      threshold: float) -> tuple[torch.Tensor, list[int]]:
-    """The images whose score is at least ``threshold`` (an empty batch when none is) and their 0-based indices.
+    """The images whose score is at least ``threshold`` (less SCORE_TOLERANCE, float32's rounding of a cosine; an
+    empty batch when none is) and their 0-based indices.
 
     ``images`` is a list of IMAGE batches [B, H, W, C] of one size (ComfyUI hands a list input over whole), taken in
     order; ``scores`` holds one score per image.
@@ -107,9 +113,12 @@ def filter_by_scores(images: Sequence[torch.Tensor], scores: Sequence[float],
             raise InvalidInputError(f"score {index + 1} is {score!r}, not a finite number: connect the scores of "
                                     "Identity Similarity")
     total = sum(b.shape[0] for b in batches)
+    if total == 0:
+        raise InvalidInputError(f"images is an empty batch (0 images, {plural(len(scores), 'score')}): there is "
+                                "nothing to filter; check the node that made the images")
     if total != len(scores):
         raise InvalidInputError(f"{plural(total, 'image')} but {plural(len(scores), 'score')}: connect the scores "
                                 "Identity Similarity made for these same images")
     everything = torch.cat(batches) if len(batches) > 1 else batches[0]
-    kept = [i for i, score in enumerate(scores) if score >= threshold]
+    kept = [i for i, score in enumerate(scores) if score >= threshold - SCORE_TOLERANCE]
     return everything[kept], kept

@@ -92,6 +92,26 @@ def test_similarity_and_filter_with_an_image_without_a_face(comfy):
     assert comfy.saved_images(entry, "7") == [] and len(texts(entry, "5")) == 2
 
 
+def test_threshold_one_keeps_a_photo_scored_against_its_own_identity(comfy):
+    """The photo's own identity, saved where float rounding differs (another device, another tool): its cosine is
+    1 - 5e-7 (float32 ULPs), not 1.0. Threshold 1.0 used to drop the photo."""
+    from arc2face_core.identity.files import save_embeddings
+
+    own = reference(comfy, "arc2face_face.png").double()
+    across = torch.randn(512, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    across -= (across @ own) * own                                  # perpendicular to own
+    rounded = own + 1e-3 * across / across.norm()
+    rounded = (rounded / rounded.norm()).float()
+    assert 1 - 1e-6 < float(rounded.double() @ own) < 1 - 1e-7
+    name = f"arc2face_test_rounded_{tag()}.safetensors"
+    save_embeddings(comfy.root / "input" / name, rounded[None])
+    prompt = scoring_prompt(["arc2face_face.png"], ["arc2face_face.png"], 1, 1.0, f"one_{tag()}")
+    prompt["2"] = {"class_type": "Arc2FaceLoadEmbeddings", "inputs": {"embeddings": name}}
+    entry = comfy.run_ok(prompt)
+    (saved,) = comfy.saved_images(entry, "7")
+    assert np.array_equal(np.asarray(Image.open(saved)), photo(comfy, "arc2face_face.png"))
+
+
 def test_images_pair_with_their_identities(comfy):
     t = tag()
     entry = comfy.run_ok(scoring_prompt(

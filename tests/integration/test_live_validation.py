@@ -119,3 +119,9 @@ def test_nan_latent_from_a_stock_node_is_an_error(comfy):
     error = comfy.run_error(prompt)
     assert ("InvalidInputError: Arc2Face Sampler: latent_image (LATENT) holds NaN or infinity ('samples' row 0)"
             in error), error
+
+
+def test_an_empty_coefficient_field_is_refused(comfy):
+    """"1,,2" used to put coefficient 3 in place 2 and run."""
+    error = comfy.run_error(_expression_prompt(coefficients="1,,2"))
+    assert "InvalidInputError: Expression coefficient 2 is empty in '1,,2'" in error, error
