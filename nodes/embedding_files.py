@@ -61,8 +61,14 @@ class Arc2FaceSaveEmbeddings:
         import folder_paths
         from comfy.cli_args import args
 
+        from ..arc2face_core.errors import InvalidInputError
         from ..arc2face_core.identity.files import save_embeddings
 
+        stem = filename_prefix.strip().replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+        if not stem or stem.startswith("."):   # "" would write ._00001_.safetensors: hidden, so never listed
+            raise InvalidInputError(
+                f"Save Embeddings: filename_prefix {filename_prefix!r} gives no file name, or one starting with '.' "
+                "(a hidden file, which Load Embeddings does not list). Give the file a name, e.g. arc2face/identities.")
         output = folder_paths.get_output_directory()
         folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, output)
         name = f"{filename}_{counter:05}_.safetensors"

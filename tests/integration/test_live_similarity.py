@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from test_faces import reference_embedding
@@ -179,6 +180,30 @@ def test_save_and_load_embeddings(comfy):
                                        "inputs": {"embeddings": "../../models/arc2face/arcface.onnx"}},
                                  "90": _save_prompt({}, f"x_{t}")["90"]})
     assert status == 400 and "embeddings" in json.dumps(body)          # not in the list: never opened
+
+
+def test_huge_rows_pass_load_and_save_embeddings_with_their_direction(comfy):
+    """Rows above ~1e19 (a file written by another tool) used to be saved as zero rows, which then refused to load."""
+    from safetensors.torch import save_file
+
+    rows = torch.randn(2, 512, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    rows[0] *= 1e30 / rows[0].abs().max()
+    rows[1] *= 3e20 / rows[1].abs().max()
+    name = f"arc2face_test_huge_{tag()}.safetensors"
+    save_file({"embeddings": rows.float()}, str(comfy.root / "input" / name))
+    prompt = {"2": {"class_type": "Arc2FaceLoadEmbeddings", "inputs": {"embeddings": name}}}
+    saved = _saved_file(comfy, comfy.run_ok(_save_prompt(prompt, f"h_{tag()}")))
+    expected = (rows / np.linalg.norm(rows.numpy(), axis=1, keepdims=True)).float()   # numpy: no overflow in float64
+    torch.testing.assert_close(load_embeddings(saved)[0], expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("prefix", ["", "   ", ".hidden", "arc2face_test/.hidden"])
+def test_save_embeddings_refuses_a_prefix_that_would_hide_the_file(comfy, prefix):
+    prompt = {"2": {"class_type": "Arc2FaceRandomIdentity", "inputs": {"seed": 1, "count": 1}},
+              "90": {"class_type": "Arc2FaceSaveEmbeddings", "inputs": {"embeds": ["2", 0], "filename_prefix": prefix}}}
+    error = comfy.run_error(prompt)
+    assert (f"InvalidInputError: Save Embeddings: filename_prefix {prefix!r} gives no file name, or one starting "
+            "with '.' (a hidden file, which Load Embeddings does not list)") in error, error
 
 
 def test_the_identity_check_workflow_filters_what_it_reports(comfy, object_info):
