@@ -171,9 +171,10 @@ class Arc2FaceNormalMapFromAngles:
 
             return (render_flame(flame, typed_face_parameters(pitch, yaw, roll, expression)),)
         if expression is not None:
-            from ..arc2face_core.expression.vectors import validate_expression
+            from ..arc2face_core.expression.vectors import check_expression_ranges, validate_expression
 
-            validate_expression(expression)   # a broken input is an error even where it is not used
+            # a broken input is an error even where it is not used: the same ranges as the Expression Adapter
+            check_expression_ranges(validate_expression(expression))
         hint = render_normal_map(None, rotation_from_angles(pitch, yaw, roll), roll_in_frame=True)
         return (torch.from_numpy(hint).unsqueeze(0),)
 

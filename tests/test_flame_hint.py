@@ -7,6 +7,7 @@ file; the sign conventions of typed angles.
 
 from __future__ import annotations
 
+import re
 import cv2
 import numpy as np
 import pytest
@@ -174,3 +175,20 @@ def test_typed_parameters_refuse_bad_input():
         typed_face_parameters(float("nan"), 0, 0)
     with pytest.raises(InvalidInputError, match="55"):
         typed_face_parameters(0, 0, 0, torch.zeros(1, 54))
+
+
+@pytest.mark.parametrize("column, value, message", [
+    (50, 5.0, "an eyelid value of 5; it must be 0 (open) to 1 (closed)"),
+    (52, -0.3, "a jaw opening value of -0.3; it must be at least 0 rad"),
+    (53, 0.5, "a sideways jaw value of 0.5; it must be from -0.2 to 0.2 rad"),
+    (3, 12.0, "expression coefficient 4 = 12"),
+])
+def test_typed_parameters_take_the_expression_adapters_ranges(column, value, message):
+    """A typed pose's expression (Normal Map from Angles with FLAME) is refused outside what SMIRK outputs, as the
+    Expression Adapter refuses it (it used to render eyelids of 5.0 silently)."""
+    from arc2face_core.pose.flame_hint import typed_face_parameters
+
+    expression = torch.zeros(3, 55)
+    expression[2, column] = value
+    with pytest.raises(InvalidInputError, match=re.escape(f"expression (row 3 of 3) has {message}")):
+        typed_face_parameters(0.0, 10.0, 0.0, expression)

@@ -104,11 +104,19 @@ def ffhq_frames(flame: FlameModel, params: FaceParameters, size: int) -> list[np
 def typed_face_parameters(pitch: float, yaw: float, roll: float, expression=None) -> FaceParameters:
     """FLAME parameters for a typed head pose (insightface's angles, degrees) and an optional [N, 55] expression
     (SMIRK's order: 50 expression, 2 eyelids, 3 jaw); the mean shape; no photo (``crop`` None)."""
-    from ..expression.vectors import EXPRESSION_DIM, EYELID_SLICE, JAW_SLICE, N_EXPRESSION, validate_expression
+    from ..expression.vectors import (
+        EXPRESSION_DIM,
+        EYELID_SLICE,
+        JAW_SLICE,
+        N_EXPRESSION,
+        check_expression_ranges,
+        validate_expression,
+    )
     from ..faces.head_pose import rotation_from_angles
     from .camera import axis_angle_from_rotation, flame_rotation_from_insightface
 
     vector = torch.zeros(1, EXPRESSION_DIM) if expression is None else validate_expression(expression)
+    check_expression_ranges(vector)   # what the Expression Adapter takes: SMIRK's ranges
     count = vector.shape[0]
     pose = axis_angle_from_rotation(flame_rotation_from_insightface(rotation_from_angles(pitch, yaw, roll)))
     return FaceParameters(shape=torch.zeros(count, N_SHAPE), expression=vector[:, :N_EXPRESSION].clone(),

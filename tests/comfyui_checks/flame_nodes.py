@@ -56,9 +56,15 @@ def main() -> None:
     (angles,) = pose_nodes.Arc2FaceNormalMapFromAngles().render(-20.0, 5.0, 3.0, torch.zeros(3, 55), flame)
     loaded = [m.model.model is flame.model for m in mm.current_loaded_models]
     errors = {}
+    shut_eyes_too_far = torch.zeros(2, 55)
+    shut_eyes_too_far[1, 50] = 5.0                 # eyelids are 0..1 (SMIRK clamps them), as the adapter takes them
     for name, call in (("identity_batch", lambda: nodes.Arc2FaceNormalMapFromFLAME().render(flame, pose, params(3, 4))),
                        ("not_params", lambda: nodes.Arc2FaceNormalMapFromFLAME().render(flame, torch.zeros(1, 55))),
-                       ("not_flame", lambda: nodes.Arc2FaceNormalMapFromFLAME().render(object(), pose))):
+                       ("not_flame", lambda: nodes.Arc2FaceNormalMapFromFLAME().render(object(), pose)),
+                       ("eyelids_flame", lambda: pose_nodes.Arc2FaceNormalMapFromAngles().render(
+                           0.0, 0.0, 0.0, shut_eyes_too_far, flame)),
+                       ("eyelids_generic", lambda: pose_nodes.Arc2FaceNormalMapFromAngles().render(
+                           0.0, 0.0, 0.0, shut_eyes_too_far))):
         try:
             call()
             errors[name] = "no error"

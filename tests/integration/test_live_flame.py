@@ -40,6 +40,9 @@ def test_flame_nodes_inside_comfyui(comfy_install):
     assert "3 identity shapes for 2 pose references" in errors["identity_batch"]
     assert "pose_params must be FLAME face parameters, got Tensor" in errors["not_params"]
     assert "flame must come from Arc2Face FLAME Loader" in errors["not_flame"]
+    for path in ("eyelids_flame", "eyelids_generic"):   # the same ranges as the Expression Adapter, with or without FLAME
+        assert ("InvalidInputError: expression (row 2 of 2) has an eyelid value of 5; it must be 0 (open) to 1 "
+                "(closed)") in errors[path], errors[path]
 
 
 def test_angles_node_renders_flame_with_an_expression(comfy):
