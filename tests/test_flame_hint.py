@@ -8,6 +8,7 @@ file; the sign conventions of typed angles.
 from __future__ import annotations
 
 import re
+
 import cv2
 import numpy as np
 import pytest
@@ -186,8 +187,6 @@ def test_typed_parameters_refuse_bad_input():
 def test_typed_parameters_take_the_expression_adapters_ranges(column, value, message):
     """A typed pose's expression (Normal Map from Angles with FLAME) is refused outside what SMIRK outputs, as the
     Expression Adapter refuses it (it used to render eyelids of 5.0 silently)."""
-    from arc2face_core.pose.flame_hint import typed_face_parameters
-
     expression = torch.zeros(3, 55)
     expression[2, column] = value
     with pytest.raises(InvalidInputError, match=re.escape(f"expression (row 3 of 3) has {message}")):
