@@ -9,17 +9,35 @@ CATEGORY = "Arc2Face"
 OUTPUT_MARK = " [output]"
 
 
+# path -> (mtime_ns, size, whether it holds identities): ComfyUI lists the files on every /object_info, and reading
+# each .safetensors header every time made that slow beside thousands of files; a header is read again only when its
+# file changed.
+_LISTED: dict[str, tuple[int, int, bool]] = {}
+
+
 def _identity_files(root: str) -> list[str]:
     """Relative paths (with /) of the files under ``root`` that can be read as identities, sorted."""
     from ..arc2face_core.identity.files import SUFFIXES, looks_like_identities
 
-    found = []
+    found, seen = [], set()
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in files:
+            if not name.endswith(SUFFIXES) or name.startswith("."):
+                continue
             path = os.path.join(folder, name)
-            if name.endswith(SUFFIXES) and not name.startswith(".") and looks_like_identities(path):
+            try:
+                stat = os.stat(path)
+            except OSError:
+                continue
+            known = _LISTED.get(path)
+            if known is None or known[:2] != (stat.st_mtime_ns, stat.st_size):
+                known = _LISTED[path] = (stat.st_mtime_ns, stat.st_size, looks_like_identities(path))
+            seen.add(path)
+            if known[2]:
                 found.append(os.path.relpath(path, root).replace(os.sep, "/"))
+    for gone in [p for p in _LISTED if p.startswith(os.path.join(root, "")) and p not in seen]:
+        del _LISTED[gone]
     return sorted(found)
 
 
