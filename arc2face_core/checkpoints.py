@@ -65,16 +65,71 @@ def read_checkpoint(path: str | os.PathLike, *, source: str | None = None) -> An
         # truncated one fails below with its name.
         return torch.load(os.fspath(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as exc:
+        refused = [line.strip() for line in str(exc).splitlines() if "GLOBAL" in line]
+        if not refused:   # torch could not read it at all: look at the pickle without running it
+            names = _pickled_names(path)
+            if names is None:   # not a pickle: a text file, an HTML error page, a Git LFS pointer...
+                raise CorruptWeightsError(_not_a_checkpoint(path, source)) from exc
+            if not names:
+                raise CorruptWeightsError(
+                    f"{path} is a Python pickle that torch's safe loader cannot read ({_first_detail(exc)}); "
+                    f"re-save it with torch.save, or use the official file. {_refetch_hint(path, source)}") from exc
+            refused = [f"it refers to {', '.join(sorted(names)[:5])}"]
         raise CorruptWeightsError(
             f"{path} is not a plain weights file: it asks to run Python code when loaded, which this pack refuses "
             f"to do (weights_only=True). Use the official file instead. {_refetch_hint(path, source)}\n"
-            f"Detail: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            f"Detail: {refused[0]}"
         ) from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as exc:
         raise CorruptWeightsError(
             f"{path} could not be read as a PyTorch checkpoint ({type(exc).__name__}: {exc}); it is probably "
             f"truncated or corrupt. {_refetch_hint(path, source)}"
         ) from exc
+
+
+def _pickled_names(path: Path) -> set[str] | None:
+    """The Python names (module.attribute) a plain pickle file refers to, read with pickletools, which parses
+    opcodes without running any; None when the file is not a pickle."""
+    import pickletools
+
+    names: set[str] = set()
+    strings: list[str] = []
+    try:
+        with open(path, "rb") as fh:
+            for opcode, argument, _ in pickletools.genops(fh):
+                if opcode.name in ("GLOBAL", "INST"):
+                    names.add(str(argument).replace(" ", "."))
+                elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    names.add(f"{strings[-2]}.{strings[-1]}")
+                elif isinstance(argument, str):
+                    strings.append(argument)
+    except Exception:   # noqa: BLE001 - any parse failure means "not a pickle"
+        return None
+    return names
+
+
+def _first_detail(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if line.startswith(("Unsupported", "WeightsUnpickler"))]
+    return (useful or lines or [type(exc).__name__])[-1]
+
+
+def _not_a_checkpoint(path: Path, source: str | None) -> str:
+    """What a file that torch cannot unpickle at all is, from its first bytes (text is shown, as it often says why)."""
+    with open(path, "rb") as fh:
+        head = fh.read(200)
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or not text.strip() or any(ch < " " and ch not in "\t\r\n" for ch in text):
+        return (f"{path} is not a PyTorch weights file (neither a zip nor a pickle of tensors); it is probably corrupt "
+                f"or another kind of file. {_refetch_hint(path, source)}")
+    first = text.strip().splitlines()[0][:80]
+    what = ("a Git LFS pointer, not the file itself: fetch the real file (git lfs pull, or download it directly)"
+            if text.startswith("version https://git-lfs") else
+            "probably an error page or a note saved under the weights' name")
+    return f"{path} is a text file beginning {first!r}, not PyTorch weights: {what}. {_refetch_hint(path, source)}"
 
 
 def check_safetensors_file(path: str | os.PathLike, *, source: str | None = None) -> None:

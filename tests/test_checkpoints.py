@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import pickle
 import gc
 import os
 import re
@@ -39,6 +40,45 @@ def test_pickle_of_foreign_objects_is_refused(tmp_path):
     torch.save({"when": datetime.datetime(2024, 1, 1)}, tmp_path / "odd.bin")
     with pytest.raises(CorruptWeightsError, match="not a plain weights file"):
         read_checkpoint(tmp_path / "odd.bin")
+
+
+def test_the_refusal_of_code_names_what_the_file_asked_for(tmp_path):
+    marker = tmp_path / "pwned"
+    torch.save({"x": RunsCode(str(marker))}, tmp_path / "evil.pt")
+    with pytest.raises(CorruptWeightsError, match=r"asks to run Python code .*\nDetail: .*GLOBAL io\.open"):
+        read_checkpoint(tmp_path / "evil.pt")
+    with open(tmp_path / "evil4.pt", "wb") as handle:          # a plain pickle (protocol 4): torch cannot even parse
+        pickle.dump(RunsCode(str(marker)), handle, protocol=4)
+    with pytest.raises(CorruptWeightsError, match=r"asks to run Python code .*\nDetail: it refers to io\.open"):
+        read_checkpoint(tmp_path / "evil4.pt")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("text, said", [
+    ("photo of a person\n", "probably an error page or a note saved under the weights' name"),
+    ("Entry not found", "probably an error page"),
+    ("<!DOCTYPE html><html><body>502 Bad Gateway</body></html>", "probably an error page"),
+    ("version https://git-lfs.github.com/spec/v1\noid sha256:4d7a\nsize 492265879\n",
+     "a Git LFS pointer, not the file itself"),
+])
+def test_a_text_file_named_as_weights_is_called_a_text_file_not_code(tmp_path, text, said):
+    """A text file named .pt/.bin used to be reported as "asks to run Python code"."""
+    path = tmp_path / "pytorch_model.pt"
+    path.write_text(text)
+    with pytest.raises(CorruptWeightsError) as err:
+        read_checkpoint(path)
+    message = str(err.value)
+    first = text.strip().splitlines()[0][:80]
+    assert f"{path} is a text file beginning {first!r}, not PyTorch weights: {said}" in message
+    assert "run Python code" not in message
+
+
+def test_binary_garbage_is_not_called_code(tmp_path):
+    path = tmp_path / "w.bin"
+    path.write_bytes(bytes(range(7, 200)) * 3)
+    with pytest.raises(CorruptWeightsError) as err:
+        read_checkpoint(path)
+    assert "run Python code" not in str(err.value) and str(path) in str(err.value)
 
 
 @pytest.mark.parametrize("name", ["w.bin", "w.safetensors"])
