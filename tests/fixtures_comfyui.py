@@ -125,6 +125,8 @@ def write_inputs(inputs: Path) -> None:
         "arc2face_person_a.png": face,
         "arc2face_person_b.png": np.ascontiguousarray(face[..., ::-1]),   # other colours, other "identity"
         "arc2face_black.png": np.zeros_like(face),
+        # what a careless user feeds: noise the test detector takes for a face whose landmarks frame none
+        "arc2face_noise_8px.png": np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8),
         "arc2face_pose_reference.png": face,
         "arc2face_expression_reference.png": face,
         "arc2face_normals_front.png": sphere_normal_map(),

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime
-import pickle
 import gc
 import os
+import pickle
 import re
 
 import pytest

@@ -111,8 +111,10 @@ def test_counts_files_and_faces_are_checked(setup, tmp_path, black_image):
         pose_photo_parameters(reader, [tmp_path / "missing.png"], 1)
     black = tmp_path / "black.png"
     Image.fromarray(black_image).save(black)
-    with pytest.raises(NoFaceError, match=r"black\.png: .*No face found"):
+    with pytest.raises(NoFaceError, match=r"black\.png: Pose reference \(--pose-photo\): No face found"):
         pose_photo_parameters(reader, [black], 1)
+    with pytest.raises(NoFaceError, match=r"black\.png: Identity photo \(--image\), for its head shape: No face"):
+        pose_photo_parameters(reader, [photos["pose"]], 1, [black])
 
 
 def test_options():

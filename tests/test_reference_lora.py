@@ -124,6 +124,19 @@ def test_a_unet_checkpoint_is_not_a_lora_and_the_error_names_its_keys(tmp_path):
         load_reference_lora(path)
 
 
+def test_a_kohya_lora_is_named_as_one_and_pointed_to_the_stock_loader(tmp_path):
+    """kohya's layout (lora_unet_<path with underscores>.lora_down/lora_up/alpha), as sd-scripts writes it."""
+    from safetensors.torch import save_file
+
+    key = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
+    save_file({f"{key}.lora_down.weight": torch.randn(4, 320), f"{key}.lora_up.weight": torch.randn(320, 4),
+               f"{key}.alpha": torch.tensor(4.0), "lora_te_text_model_encoder_layers_0_mlp_fc1.alpha": torch.tensor(1.0)},
+              str(tmp_path / "style.safetensors"))
+    with pytest.raises(WrongModelError, match=rf"this is a kohya-style LoRA \(\d keys like '{key}\.lora_.*never as "
+                                              r"a kohya file.*LoraLoaderModelOnly"):
+        load_reference_lora(tmp_path / "style.safetensors")
+
+
 def _base():
     return lora_state_dict("diffusers", lora_pairs(TINY_UNET_CONFIG, rank=2))
 

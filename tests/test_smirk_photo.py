@@ -10,6 +10,7 @@ warp; each encoder's output from pooling and the linear layer written out here.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -206,3 +207,37 @@ def test_bad_arguments_are_refused(models, astronaut_bgr, tmp_path):
     expression_only = load_smirk(write_full_smirk_checkpoint(tmp_path / "SMIRK_em1.pt"), ["expression"])
     with pytest.raises(InvalidInputError, match=r"lacks \['pose', 'shape'\]"):
         face_parameters_from_photos([astronaut_bgr], analyzer, landmark_model, expression_only)
+
+
+@pytest.mark.parametrize("collapse, detail", [
+    (1e-3, "its eyes and mouth nearly coincide, so they frame no face"),     # a head pose fits, no FFHQ quad does
+    (0.0, "The face's 3D landmarks are degenerate (no head pose fits them)"),   # every point on one spot
+])
+def test_landmarks_that_frame_no_face_are_named_for_the_user(tmp_path, astronaut_scene, astronaut_bgr, collapse,
+                                                             detail):
+    """What the detector finds on a noise patch: its landmarks frame no face. The error names the node and the image
+    (it used to be "Check that they are 68 points in iBUG order", without either)."""
+    from arc2face_core.faces.align import align_faces
+
+    base = tmp_path / "models"
+    roots = write_face_models(base, astronaut_scene)
+    points = real_world_landmarks()
+    centre = points.mean(axis=0)
+    build_rigged_landmarks(base / "insightface/models/antelopev2/1k3d68.onnx", centre + collapse * (points - centre))
+    analyzer, landmark_model = load_face_analyzer(roots, CPU), load_landmark_model(roots, CPU)
+    smirk = load_smirk(write_full_smirk_checkpoint(base / "arc2face/smirk/SMIRK_em1.pt", seed=9))
+    height, width = astronaut_bgr.shape[:2]
+    where = f"the face found in image 1 of 2 ({width}x{height} pixels) is not a usable face: {detail}"
+    with pytest.raises(NoFaceError, match=re.escape(f"Face Parameters from Photo: {where}")):
+        face_parameters_from_photos([astronaut_bgr, astronaut_bgr], analyzer, landmark_model, smirk)
+    with pytest.raises(NoFaceError, match=re.escape(f"Face Align: {where}")):
+        align_faces([astronaut_bgr, astronaut_bgr], analyzer, landmark_model)
+
+
+def test_a_photo_without_a_face_is_named_with_what_it_is_for(models, astronaut_bgr, black_image):
+    """SMIRK's face parameters are read from the identity photo too: not "Pose reference" for every photo."""
+    analyzer, landmark_model, smirk = models
+    with pytest.raises(NoFaceError, match=r"^Face Parameters from Photo: No face found in image 2 of 2"):
+        face_parameters_from_photos([astronaut_bgr, black_image], analyzer, landmark_model, smirk)
+    with pytest.raises(NoFaceError, match=r"^Identity photo: No face found in image 1 of 1"):
+        face_parameters_from_photos([black_image], analyzer, landmark_model, smirk, role="Identity photo")

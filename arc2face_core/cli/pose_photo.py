@@ -76,15 +76,15 @@ class PhotoReader:
         if not quiet:
             print(f"SMIRK crop from {self.crop_reason}", file=sys.stderr)
 
-    def read(self, paths: Sequence[Path]) -> FaceParameters:
-        """One row of FLAME parameters per photo; a photo without a face is named."""
+    def read(self, paths: Sequence[Path], role: str) -> FaceParameters:
+        """One row of FLAME parameters per photo; a photo without a face is named, with its ``role``."""
         from ..pose.smirk_photo import face_parameters_from_photos
 
         rows = []
         for path, photo in zip(paths, read_photos(paths)):   # one at a time: an error names the file
             try:
                 rows.append(face_parameters_from_photos([photo], self.analyzer, self.landmark_model, self.smirk,
-                                                        self.face, "bgr", self.landmarker).params)
+                                                        self.face, "bgr", self.landmarker, role=role).params)
             except NoFaceError as exc:
                 raise NoFaceError(f"{path}: {exc}") from None
         return concat(rows)
@@ -116,10 +116,10 @@ def pose_photo_parameters(reader: PhotoReader, pose_photos: Sequence[Path], coun
     head without photos)."""
     if len(pose_photos) not in (1, count):
         raise InvalidInputError(f"{len(pose_photos)} --pose-photo for {count} identities: give 1 (for all) or {count}")
-    poses = reader.read(pose_photos)
+    poses = reader.read(pose_photos, "Pose reference (--pose-photo)")
     if not identity_photos:
         return replace(poses, shape=torch.zeros_like(poses.shape))
-    shapes = reader.read(identity_photos).shape
+    shapes = reader.read(identity_photos, "Identity photo (--image), for its head shape").shape
     if average:
         shapes = shapes.mean(dim=0, keepdim=True)
     if len(shapes) != count and len(shapes) != 1:

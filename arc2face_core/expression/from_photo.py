@@ -38,7 +38,7 @@ def expressions_from_photos(images_bgr: Sequence[np.ndarray], analyzer: FaceAnal
     crops = []
     for index, image in enumerate(images_bgr):
         landmarks = estimate_head_pose(image, analyzer, landmark_model, face, image_index=index,
-                                       image_count=count).landmarks[:, :2]
+                                       image_count=count, role="Expression from Photo").landmarks[:, :2]
         rgb = np.ascontiguousarray(image[..., ::-1])
         crop = choose_crop(rgb, landmarks, landmarker)
         if notes is not None:

@@ -63,10 +63,12 @@ class HeadPose:
 
 
 def estimate_head_pose(image_bgr: np.ndarray, analyzer: FaceAnalyzer, landmark_model: Any,
-                       face: FaceChoice = "largest", *, image_index: int = 0, image_count: int = 1) -> HeadPose:
+                       face: FaceChoice = "largest", *, image_index: int = 0, image_count: int = 1,
+                       role: str = "Pose reference") -> HeadPose:
     """Detect the face (``"largest"`` or an index left to right), run 1k3d68 on it and fit the pose like insightface.
 
-    Raises NoFaceError naming the image when it has no (such) face.
+    Raises NoFaceError naming the image when it has no (such) face; ``role`` says what the photo is for (the node or
+    option that asked), at the start of that message.
     """
     from insightface.app.common import Face
     from insightface.utils import transform
@@ -79,17 +81,32 @@ def estimate_head_pose(image_bgr: np.ndarray, analyzer: FaceAnalyzer, landmark_m
     try:
         detected = analyzer.choose_face(image_bgr, choice, image_index, image_count)
     except NoFaceError as exc:
-        raise NoFaceError(f"Pose reference: {exc}") from None
+        raise NoFaceError(f"{role}: {exc}") from None
     record = Face(bbox=detected.bbox, kps=detected.kps, det_score=detected.score)
     points = landmark_model.get(image_bgr, record)
     if not np.isfinite(points).all():
         raise CorruptWeightsError(f"{landmark_model.model_file} returned NaN/inf landmarks: the file may be corrupt.")
     # insightface's own fit (Landmark.get), on the same float32 arrays; for a rigid face the angles equal face['pose'].
     affine = transform.estimate_affine_matrix_3d23d(landmark_model.mean_lmk, points)
-    scale, rotation = rotation_from_affine(affine)
+    try:
+        scale, rotation = rotation_from_affine(affine)
+        canonical = canonical_shape(points, affine, rotation, scale)
+    except NoFaceError as exc:
+        raise degenerate_face_error(role, image_bgr, image_index, image_count, str(exc)) from None
     pitch, yaw, roll = angles_from_rotation(rotation)
     return HeadPose(rotation=rotation, pitch=pitch, yaw=yaw, roll=roll, landmarks=np.asarray(points),
-                    canonical=canonical_shape(points, affine, rotation, scale), face=detected)
+                    canonical=canonical, face=detected)
+
+
+def degenerate_face_error(role: str, image: np.ndarray, image_index: int, image_count: int,
+                          detail: str) -> NoFaceError:
+    """The error for a detected face whose landmarks frame no face: the detector took something else (noise, a tiny or
+    blurred patch) for one. Worded for the user of ``role`` (a node or an option), naming the image."""
+    height, width = image.shape[:2]
+    return NoFaceError(
+        f"{role}: the face found in image {image_index + 1} of {image_count} ({width}x{height} pixels) is not a usable "
+        f"face: {detail.rstrip('.')}. The detector probably took something else for a face; use a photo where the "
+        "face is clear, larger and turned towards the camera.")
 
 
 def rotation_from_affine(affine: np.ndarray) -> tuple[float, np.ndarray]:

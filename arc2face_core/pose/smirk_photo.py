@@ -27,8 +27,9 @@ from ..errors import InvalidInputError
 from ..expression.smirk import CHANNEL_ORDERS, SmirkEncoder
 from ..expression.smirk_crop import choose_crop, warp_crop
 from ..expression.vectors import N_EXPRESSION, N_EYELID
+from ..faces.align import align_detected_face
 from ..faces.analysis import FaceAnalyzer, FaceChoice
-from ..faces.ffhq import DEFAULT_OUTPUT_SIZE, image_align, quad_to_square
+from ..faces.ffhq import DEFAULT_OUTPUT_SIZE, quad_to_square
 from ..faces.head_pose import estimate_head_pose
 from .face_parameters import FaceParameters
 
@@ -56,11 +57,12 @@ def landmarks_in_aligned(points: np.ndarray, quad: np.ndarray, size: int = DEFAU
 
 def face_parameters_from_photos(images_bgr: Sequence[np.ndarray], analyzer: FaceAnalyzer, landmark_model: Any,
                                 smirk: SmirkEncoder, face: FaceChoice = "largest", channel_order: str = "bgr",
-                                landmarker: Optional[Any] = None) -> PhotoParameters:
+                                landmarker: Optional[Any] = None,
+                                role: str = "Face Parameters from Photo") -> PhotoParameters:
     """FLAME parameters of one face per photo (see the module docstring). ``landmarker``: a MediaPipe face landmarker
     (faces/mediapipe_landmarks.py) for SMIRK's own crop, or None for the 68-point crop.
 
-    Raises NoFaceError naming the photo that has no (such) face.
+    Raises NoFaceError naming the photo that has no (such) face, beginning with ``role`` (what the photo is for).
     """
     order = str(channel_order).strip().lower()
     if order not in CHANNEL_ORDERS:
@@ -73,9 +75,10 @@ def face_parameters_from_photos(images_bgr: Sequence[np.ndarray], analyzer: Face
     count = len(images_bgr)
     aligned, matrices, crops, expression_crops, notes = [], [], [], [], []
     for index, image in enumerate(images_bgr):
-        head = estimate_head_pose(image, analyzer, landmark_model, face, image_index=index, image_count=count)
+        head = estimate_head_pose(image, analyzer, landmark_model, face, image_index=index, image_count=count,
+                                  role=role)
         rgb = np.ascontiguousarray(image[..., ::-1])
-        alignment = image_align(rgb, head.landmarks[:, :2])
+        alignment = align_detected_face(rgb, head.landmarks[:, :2], role=role, image_index=index, image_count=count)
         points = landmarks_in_aligned(head.landmarks, alignment.quad)
         crop = choose_crop(alignment.image, points, landmarker)
         aligned.append(alignment.image)

@@ -187,6 +187,15 @@ def _refuse_unknown(unknown: list[str], state_dict: Mapping[str, torch.Tensor], 
     if text_encoder and len(text_encoder) == len(unknown) and len(unknown) < len(state_dict):
         raise WrongModelError(f"{where}{len(text_encoder)} keys are LoRA weights for a text encoder, e.g. "
                               f"{text_encoder[:3]}; the Reference Adapter is a LoRA of the UNet only")
+    kohya = sorted((k for k in unknown if k.startswith(("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_"))),
+                   key=lambda k: (not k.startswith("lora_unet_"), k))
+    if kohya:
+        raise WrongModelError(
+            f"{where}this is a kohya-style LoRA ({len(kohya)} keys like {kohya[0]!r}, as kohya's sd-scripts and "
+            "most LoRA trainers write them). The Reference Adapter is published only in diffusers' layout "
+            "(ref_adapter/pytorch_lora_weights.safetensors in huggingface.co/FoivosPar/Arc2Face), never as a kohya "
+            "file, so this is another LoRA (a style, a character, LCM...): load it with the stock Load LoRA "
+            "(LoraLoaderModelOnly) instead, and give this node the Arc2Face file.")
     if len(unknown) == len(state_dict):
         raise WrongModelError(
             f"{where}this is not a LoRA in a diffusers/peft key style (…processor.to_q_lora.down.weight, "

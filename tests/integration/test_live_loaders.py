@@ -222,6 +222,19 @@ def test_damaged_adapter_and_smirk_files_are_named(fresh):
         in error, error
 
 
+def test_a_kohya_lora_given_as_the_reference_adapter_is_named_as_such(fresh):
+    """SD1.5's LCM-LoRA in kohya's layout (the session's models/loras file) saved under the Reference Adapter's name:
+    it used to be refused as "DoRA magnitudes, LoRA biases ... not supported"."""
+    target = fresh.default / "arc2face/ref_adapter/pytorch_lora_weights.safetensors"
+    target.parent.mkdir(parents=True)
+    shutil.copyfile(fresh.source / "loras" / "lcm-lora-sdv1-5.safetensors", target)
+    error = fresh.error(shown("Arc2FaceReferenceAdapterLoader"))
+    assert re.match(rf"WrongModelError: {re.escape(str(target))}: this is a kohya-style LoRA \(\d+ keys like "
+                    r"'lora_unet_", error), error
+    assert ("published only in diffusers' layout (ref_adapter/pytorch_lora_weights.safetensors in "
+            "huggingface.co/FoivosPar/Arc2Face), never as a kohya file") in error and "DoRA" not in error, error
+
+
 @pytest.mark.parametrize("prompt, rel", [
     (CONTROLNET_LOADER, "arc2face/controlnet/diffusion_pytorch_model.safetensors"),
     (MODEL_LOADER, "arc2face/arc2face/diffusion_pytorch_model.safetensors"),

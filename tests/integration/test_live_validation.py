@@ -125,3 +125,16 @@ def test_an_empty_coefficient_field_is_refused(comfy):
     """"1,,2" used to put coefficient 3 in place 2 and run."""
     error = comfy.run_error(_expression_prompt(coefficients="1,,2"))
     assert "InvalidInputError: Expression coefficient 2 is empty in '1,,2'" in error, error
+
+
+def test_landmarks_that_frame_no_face_name_the_node_and_the_image(comfy):
+    """An 8x8 noise image: the error used to be the developer's "Check that they are 68 points in iBUG order"."""
+    prompt = {"1": {"class_type": "Arc2FaceArcFaceLoader", "inputs": {"provider": "auto", "det_size": 640}},
+              "2": {"class_type": "LoadImage", "inputs": {"image": "arc2face_noise_8px.png"}},
+              "3": {"class_type": "Arc2FaceAlignFace", "inputs": {"arcface": ["1", 0], "image": ["2", 0],
+                                                                 "face": "largest", "size": 512}},
+              "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}}}
+    error = comfy.run_error(prompt)
+    assert ("NoFaceError: Face Align: the face found in image 1 of 1 (8x8 pixels) is not a usable face: its eyes and "
+            "mouth nearly coincide, so they frame no face") in error, error
+    assert "iBUG" not in error
