@@ -339,6 +339,36 @@ def test_min_similarity_redraws_and_drops_as_documented(models, tiny_vae_folder,
     assert outcomes == {"kept", "redrawn", "dropped"}          # all three paths taken: the test can fail
 
 
+def test_redraws_under_jitter_take_their_attempts_own_vector(models, tiny_vae_folder, tmp_path):
+    """--id-jitter with --min-similarity: a redrawn image gets its attempt's own jittered vector (the documented jitter
+    seed of that attempt), as its manifest row says. Reusing the first try's vector would pass every other test.
+
+    The vector is worked out here from the documented recipe, normalize(identity + J g) with g ~ N(0, I/512) drawn from
+    the attempt's jitter seed (J = 0.5 with floor 0.5, which it never reaches), and compared with the row's recorded
+    cosine. (The tiny UNet barely follows its conditioning, so pixels cannot tell two vectors apart here.)"""
+    recipe = ("--identities", "3", "--ids-per-batch", "1", "--seed", "5", "--images-per-id", "2",
+              "--id-jitter", "0.5", "--id-jitter-floor", "0.5")
+    plain = tmp_path / "plain"
+    assert run(models, tiny_vae_folder, plain, *recipe) == 0
+    threshold = float(np.percentile([r["similarity"] for r in manifest(plain)], 60))
+    strict = tmp_path / "strict"
+    assert run(models, tiny_vae_folder, strict, *recipe, "--min-similarity", str(threshold), "--max-attempts", "4") == 0
+    identities, _ = load_embeddings(strict / "identities.safetensors")
+
+    def documented_cosine(row: dict, attempt: int) -> float:
+        seed = documented_seed(5, row["identity"], row["image"], attempt, "jitter")
+        g = torch.randn(512, generator=torch.Generator("cpu").manual_seed(seed)).double() / 512 ** 0.5
+        identity = identities[row["identity"]].double()
+        vector = identity + 0.5 * g
+        return float(vector @ identity / vector.norm() / identity.norm())
+
+    redrawn = [r for r in manifest(strict) if r["attempt"] > 0]
+    assert redrawn, "no image was redrawn: the test would prove nothing"
+    for row in redrawn:
+        assert row["jitter_similarity"] == pytest.approx(documented_cosine(row, row["attempt"]), abs=1e-6)
+        assert abs(row["jitter_similarity"] - documented_cosine(row, 0)) > 1e-4     # not the first try's vector
+
+
 def test_no_similarity_leaves_the_scores_out(models, tiny_vae_folder, tmp_path):
     out = tmp_path / "faces"
     assert run(models, tiny_vae_folder, out, "--identities", "1", "--images-per-id", "1", "--no-similarity") == 0
