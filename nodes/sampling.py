@@ -22,40 +22,7 @@ class Arc2FaceSampler:
     def INPUT_TYPES(cls):
         import comfy.samplers
 
-        return {
-            "required": {
-                "model": ("MODEL", {"tooltip": "The Arc2Face UNet from Arc2Face Model Loader (optionally patched)."}),
-                "positive": ("CONDITIONING", {"tooltip": "Identity conditioning from Arc2Face Encoder."}),
-                "negative": ("CONDITIONING", {"tooltip": "The negative from Arc2Face Encoder (encoder on \"\")."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
-                                 "tooltip": "Seed of the noise, drawn exactly as the stock KSampler draws it."}),
-                "steps": ("INT", {"default": 25, "min": 1, "max": 10000,
-                                  "tooltip": ("Denoising steps (paper: 25 with DPM++ 2M). LCM-LoRA: 3, with "
-                                              "ModelSamplingDiscrete = lcm, sampler lcm, scheduler simple, CFG 1.0.")}),
-                "cfg": ("FLOAT", {"default": 3.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
-                                  "tooltip": "Classifier-free guidance scale (paper: 3.0; 1.0 with an LCM LoRA)."}),
-                "sampler_name": (comfy.samplers.KSampler.SAMPLERS, {
-                    "default": "dpmpp_2m", "tooltip": ("Sampling algorithm (paper: DPM-Solver++ 2M = dpmpp_2m; "
-                                                       "lcm with an LCM LoRA, scheduler simple).")}),
-                "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {
-                    "default": "sgm_uniform", "tooltip": (
-                        "Noise schedule. sgm_uniform gives the reference's DPMSolverMultistepScheduler timesteps "
-                        "(999, 959, ... 40; sigmas within 0.2%). normal stops early (last sigma 0.029 instead of "
-                        "0.199). simple for an LCM LoRA.")}),
-                "width": ("INT", {"default": 512, "min": 64, "max": MAX_RESOLUTION, "step": 8,
-                                  "tooltip": "Image width in pixels (Arc2Face was trained at 512)."}),
-                "height": ("INT", {"default": 512, "min": 64, "max": MAX_RESOLUTION, "step": 8,
-                                   "tooltip": "Image height in pixels (Arc2Face was trained at 512)."}),
-                "images_per_id": ("INT", {"default": 1, "min": 1, "max": 64,
-                                          "tooltip": "How many images to make for each identity."}),
-            },
-            "optional": {
-                "latent_image": ("LATENT", {"tooltip": ("A starting latent for img2img: batch 1 (shared), N (one per "
-                                                        "identity) or N x images_per_id.")}),
-                "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
-                                      "tooltip": "How much of latent_image to replace (1.0 = start from noise)."}),
-            },
-        }
+        return sampler_inputs(comfy.samplers.KSampler.SAMPLERS, comfy.samplers.KSampler.SCHEDULERS)
 
     def sample(self, model, positive, negative, seed, steps, cfg, sampler_name, scheduler, width, height,
                images_per_id, latent_image=None, denoise=1.0):
@@ -130,6 +97,45 @@ def _expand_control_hints(conditioning: list, identities: int, images_per_id: in
             options = dict(options, control=_expanded_control(options["control"], identities, images_per_id, copies))
         out.append([cond, options])
     return out
+
+
+def sampler_inputs(samplers: list, schedulers: list) -> dict:
+    """The Sampler's inputs around ComfyUI's own sampler and scheduler lists (kept apart so the defaults can be read
+    without ComfyUI)."""
+    return {
+        "required": {
+            "model": ("MODEL", {"tooltip": "The Arc2Face UNet from Arc2Face Model Loader (optionally patched)."}),
+            "positive": ("CONDITIONING", {"tooltip": "Identity conditioning from Arc2Face Encoder."}),
+            "negative": ("CONDITIONING", {"tooltip": "The negative from Arc2Face Encoder (encoder on \"\")."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                             "tooltip": "Seed of the noise, drawn exactly as the stock KSampler draws it."}),
+            "steps": ("INT", {"default": 25, "min": 1, "max": 10000,
+                              "tooltip": ("Denoising steps (paper: 25 with DPM++ 2M). LCM-LoRA: 3, with "
+                                          "ModelSamplingDiscrete = lcm, sampler lcm, scheduler simple, CFG 1.0.")}),
+            "cfg": ("FLOAT", {"default": 3.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
+                              "tooltip": "Classifier-free guidance scale (paper: 3.0; 1.0 with an LCM LoRA)."}),
+            "sampler_name": (samplers, {
+                "default": "dpmpp_2m", "tooltip": ("Sampling algorithm (paper: DPM-Solver++ 2M = dpmpp_2m; "
+                                                   "lcm with an LCM LoRA, scheduler simple).")}),
+            "scheduler": (schedulers, {
+                "default": "sgm_uniform", "tooltip": (
+                    "Noise schedule. sgm_uniform gives the reference's DPMSolverMultistepScheduler timesteps "
+                    "(999, 959, ... 40; sigmas within 0.2%). normal stops early (last sigma 0.029 instead of "
+                    "0.199). simple for an LCM LoRA.")}),
+            "width": ("INT", {"default": 512, "min": 64, "max": MAX_RESOLUTION, "step": 8,
+                              "tooltip": "Image width in pixels (Arc2Face was trained at 512)."}),
+            "height": ("INT", {"default": 512, "min": 64, "max": MAX_RESOLUTION, "step": 8,
+                               "tooltip": "Image height in pixels (Arc2Face was trained at 512)."}),
+            "images_per_id": ("INT", {"default": 1, "min": 1, "max": 64,
+                                      "tooltip": "How many images to make for each identity."}),
+        },
+        "optional": {
+            "latent_image": ("LATENT", {"tooltip": ("A starting latent for img2img: batch 1 (shared), N (one per "
+                                                    "identity) or N x images_per_id.")}),
+            "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                  "tooltip": "How much of latent_image to replace (1.0 = start from noise)."}),
+        },
+    }
 
 
 NODE_CLASS_MAPPINGS = {"Arc2FaceSampler": Arc2FaceSampler}

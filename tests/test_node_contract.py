@@ -135,9 +135,51 @@ def test_snapshot_matches_the_contract(node_id):
             assert info["input"]["required"][name][0][: len(start)] == start
 
 
-def test_sampler_defaults_to_the_papers_solver():
+def test_sampler_defaults_to_the_papers_solver(pack):
+    """In the snapshot (a real server's definitions) and in the code itself, read without ComfyUI."""
+    import importlib
+
     scheduler = SNAPSHOT["Arc2FaceSampler"]["input"]["required"]["scheduler"]
     assert scheduler[1]["default"] == "sgm_uniform" and "sgm_uniform" in scheduler[0]   # the reference's sigmas
+    sampling = importlib.import_module(pack.__name__ + ".sampling")
+    snapshot = SNAPSHOT["Arc2FaceSampler"]["input"]["required"]
+    required = sampling.sampler_inputs(snapshot["sampler_name"][0], snapshot["scheduler"][0])["required"]
+    assert required["scheduler"][1]["default"] == "sgm_uniform"
+    assert required["sampler_name"][1]["default"] == "dpmpp_2m"
+
+
+def _declared(spec) -> tuple:
+    """(kind, default, min, max) of an input as a class declares it or as /object_info serves it."""
+    kind = spec[0]
+    options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    kind = list(kind) if isinstance(kind, (list, tuple)) else kind
+    return kind, options.get("default"), options.get("min"), options.get("max")
+
+
+def test_the_snapshot_matches_what_the_code_declares(pack):
+    """Every input the classes declare (read without ComfyUI; the Sampler with the snapshot's own choice lists) has the
+    snapshot's kind, default and range: a default changed in the code alone would otherwise pass offline."""
+    import importlib
+
+    sampling = importlib.import_module(pack.__name__ + ".sampling")
+    compared = 0
+    for node_id, cls in pack.NODE_CLASS_MAPPINGS.items():
+        if node_id == "Arc2FaceSampler":
+            snapshot = SNAPSHOT[node_id]["input"]["required"]
+            types = sampling.sampler_inputs(snapshot["sampler_name"][0], snapshot["scheduler"][0])
+        else:
+            try:
+                types = cls.INPUT_TYPES()
+            except ModuleNotFoundError as err:      # a list read from ComfyUI's folders: the live test covers it
+                assert err.name.startswith("comfy") or err.name == "folder_paths", err
+                continue
+        for section in ("required", "optional"):
+            served = SNAPSHOT[node_id]["input"].get(section, {})
+            assert list(types.get(section, {})) == SNAPSHOT[node_id]["input_order"].get(section, []), (node_id, section)
+            for name, spec in types.get(section, {}).items():
+                assert _declared(spec) == _declared(served[name]), (node_id, name)
+                compared += 1
+    assert compared > 80
 
 
 def test_every_input_has_a_tooltip_and_every_node_a_description():
