@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -394,6 +395,11 @@ def test_cli_black_photo_is_a_clear_error(cli_models, cli_runs):
 def test_cli_random_identities_and_rerun_from_embeddings(cli_models, cli_runs, tiny_vae_folder, capsys, tmp_path):
     result = cli_runs["random"]
     assert result.returncode == 0, result.stderr
+    # said before the slow part: the device and dtype (a CPU torch is easy to miss), then progress with time left
+    assert "arc2face: generating on cpu in float32 (a CPU-only build of torch" in result.stderr, result.stderr
+    assert "'Running on a GPU'" in result.stderr
+    assert re.search(r"6 images \[#{20}\] 4/4 steps  [\d.]+ steps/s  elapsed [\d:]+  ETA 0:00", result.stderr), \
+        result.stderr                                          # 2 batches (2 + 1 identities) x 2 steps
     out = cli_models / "random"
     pngs = read_pngs(out)
     assert list(pngs) == [f"id{i:03d}_{j:02d}.png" for i in range(3) for j in range(2)]

@@ -301,6 +301,7 @@ def settings(args, pipeline, info: dict, names: list[str], pose_info: dict, refe
 def run(args) -> int:
     from PIL import Image
 
+    from ..datasets.progress import ProgressBar
     from ..diffusers_backend.pipeline import Arc2FacePipeline
     from ..identity.files import save_embeddings
     from .downloads import prepare_run
@@ -325,16 +326,19 @@ def run(args) -> int:
                                      controlnet=hint is not None)
     sampling = apply_lcm_arguments(pipeline, args)   # --scheduler, --lora
     pipeline.optimize(channels_last=args.channels_last, compile=args.compile)
+    if not args.quiet:
+        print(describe_device(pipeline.device, pipeline.dtype), file=sys.stderr)
     noise = pipeline.noise(count * k, args.width, args.height, args.seed, args.steps)
     args.out.mkdir(parents=True, exist_ok=True)
     save_embeddings(args.out / IDENTITIES_FILE, embeds, info)
     torch.save(embeds.cpu().contiguous(), args.out / EMBEDDINGS_FILE)
     (args.out / SETTINGS_FILE).write_text(json.dumps(settings(args, pipeline, info, names, pose_info, reference_info)
                                                      | sampling, indent=2))
-    for start in range(0, count, args.ids_per_batch):
+    batches = range(0, count, args.ids_per_batch)
+    bar = ProgressBar(len(batches) * args.steps, f"{count * k} images", args.quiet, unit="steps")
+    for number, start in enumerate(batches):
         stop = min(start + args.ids_per_batch, count)
-        which = f"identity {stop}" if stop - start == 1 else f"identities {start + 1}-{stop}"
-        progress = None if args.quiet else _progress(f"{which} of {count}")
+        progress = None if args.quiet else _progress(bar, number * args.steps)
         hints = hint if hint is None or hint.shape[0] == 1 else hint[start:stop]   # one per identity: its slice
         images = pipeline.generate(embeds[start:stop], k, args.steps, args.cfg, args.width, args.height,
                                    noise=noise[start * k:stop * k], progress=progress, hint=hints, **control,
@@ -346,10 +350,22 @@ def run(args) -> int:
     return 0
 
 
-def _progress(label: str):
+def _progress(bar, before: int):
+    """The pipeline's per-step callback of one batch, moving the run's whole bar (steps, rate, time left)."""
     def report(done: int, total: int) -> None:
-        print(f"\r{label}: step {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
+        bar.set(before + done)
     return report
+
+
+def describe_device(device: torch.device, dtype: torch.dtype) -> str:
+    """What the run computes on, said before the slow part starts (a CPU torch in a GPU machine is easy to miss)."""
+    line = f"arc2face: generating on {device} in {str(dtype).replace('torch.', '')}"
+    if device.type != "cpu":
+        return line
+    build = "a CPU-only build of torch" if torch.version.cuda is None else "torch, which finds no usable GPU"
+    return (f"{line} ({build} {torch.__version__}). On a CPU each image takes minutes (25 steps at 512x512); for a GPU "
+            "put a CUDA build of torch into this environment, or run with the Python of a GPU ComfyUI (README, "
+            "'Running on a GPU').")
 
 
 def run_dataset(args) -> int:

@@ -20,10 +20,12 @@ def _clock(seconds: float) -> str:
 
 
 class ProgressBar:
-    """``label  [#####.....]  120/400 images  3.1 img/s  ETA 1:30``, redrawn in place on a terminal."""
+    """``label  [#####.....]  120/400 images  3.1 images/s  ETA 1:30``, redrawn in place on a terminal. ``unit``
+    names what is counted (images for a dataset, denoising steps for ``generate``)."""
 
-    def __init__(self, total: int, label: str = "dataset", quiet: bool = False, stream: Optional[TextIO] = None):
-        self.total, self.label, self.quiet = total, label, quiet
+    def __init__(self, total: int, label: str = "dataset", quiet: bool = False, stream: Optional[TextIO] = None,
+                 unit: str = "images"):
+        self.total, self.label, self.quiet, self.unit = total, label, quiet, unit
         self.stream = stream or sys.stderr
         self.live = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.done, self.start, self._logged = 0, time.perf_counter(), -math.inf
@@ -33,8 +35,8 @@ class ProgressBar:
         rate = self.done / elapsed if elapsed > 0 else 0.0
         eta = (self.total - self.done) / rate if rate > 0 else math.inf
         filled = int(20 * self.done / self.total) if self.total else 20
-        return (f"{self.label} [{'#' * filled}{'.' * (20 - filled)}] {self.done}/{self.total} images  "
-                f"{rate:.2f} img/s  elapsed {_clock(elapsed)}  ETA {_clock(eta)}")
+        return (f"{self.label} [{'#' * filled}{'.' * (20 - filled)}] {self.done}/{self.total} {self.unit}  "
+                f"{rate:.2f} {self.unit}/s  elapsed {_clock(elapsed)}  ETA {_clock(eta)}")
 
     def set(self, done: int) -> None:
         self.done = min(done, self.total)
