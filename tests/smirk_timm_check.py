@@ -1,4 +1,5 @@
-"""Compare arc2face_core.smirk's backbone with timm's own ``tf_mobilenetv3_large_minimal_100`` (features_only=True).
+"""Compare arc2face_core.expression.smirk's backbone with timm's own ``tf_mobilenetv3_large_minimal_100``
+(features_only=True).
 
 Run with an interpreter that has timm (it needs torchvision, so not the pack's test venv), from the repo root or
 anywhere: ``python tests/smirk_timm_check.py [--write-layout]``. Prints one JSON line with the largest absolute

@@ -1,4 +1,5 @@
-"""The pose ControlNet in the headless pipeline and the CLI (arc2face_core.controlnet), on tiny random models.
+"""The pose ControlNet in the headless pipeline (arc2face_core.diffusers_backend.controlnet) and the CLI, on tiny
+random models.
 
 Independent routes:
 * sampling with a hint against diffusers' own ``StableDiffusionControlNetPipeline`` (the reference's pipeline), built

@@ -1,7 +1,8 @@
 """FFHQ ``image_align`` (faces/ffhq.py): the aligned square checked against hand-worked geometry.
 
-Expected values are worked out by hand from the FFHQ recipe (POSE.md section 5) for faces whose quad is easy to
-write down, and read back from photos that encode their own pixel coordinates, so no test reuses the code it checks.
+Expected values are worked out by hand from the FFHQ recipe (docs/pose_hints.md, 'FFHQ alignment') for faces whose
+quad is easy to write down, and read back from photos that encode their own pixel coordinates, so no test reuses the
+code it checks.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """FLAME's LBS in torch (arc2face_core.pose.flame) against a numpy implementation written here from the paper's
-formulas (Li et al. 2017, as POSE.md section 3 lists them), on small random files in FLAME's real key layout.
+formulas (Li et al. 2017, as docs/pose_hints.md, 'LBS' lists them), on small random files in FLAME's real key layout.
 
 The numpy version takes rotations from scipy (``Rotation.from_rotvec``) and skins each vertex as
 ``Σ_j w_j (R_j^world (v_p - J_j) + J_j^posed)``, point by point, rather than through 4x4 "relative transforms".

@@ -1,4 +1,4 @@
-"""The public node contract of NODES.md: ids, display names, socket types, widget order, outputs.
+"""The public node contract (docs/node_contract.md): ids, display names, socket types, widget order, outputs.
 
 Shared workflows depend on these, so they are spelled out here as data. They are checked against the node classes
 (imported without ComfyUI) and against tests/data/object_info.json, the definitions a real ComfyUI serves (the

@@ -1,4 +1,5 @@
-"""The headless pipeline (arc2face_core.pipeline) and its CLI (python -m arc2face_core), on tiny random models.
+"""The headless pipeline (arc2face_core.diffusers_backend.pipeline) and its CLI (python -m arc2face_core), on tiny
+random models.
 
 Independent routes:
 * the denoising loop and decode against diffusers' own ``StableDiffusionPipeline``, built in memory from the same

@@ -273,7 +273,8 @@ def validate_expressions(expressions: Any, expected_dim: int) -> torch.Tensor:
     bad = (~torch.isfinite(expressions)).any(dim=1).nonzero().flatten().tolist()
     if bad:
         raise InvalidInputError(f"expression rows {[i + 1 for i in bad]} contain NaN or infinite values")
-    if expected_dim == EXPRESSION_DIM:   # FLAME/SMIRK layout: only what SMIRK can output (ARC2FACE.md)
+    # SMIRK's layout: refuse what SMIRK cannot output (docs/arc2face.md, 'The 55-value expression')
+    if expected_dim == EXPRESSION_DIM:
         check_expression_ranges(expressions, "expression")
     return expressions
 

@@ -1,10 +1,11 @@
 """FFHQ alignment (NVlabs' ``image_align``, as Arc2Face's ``utils.py`` uses it) from 68 iBUG-ordered landmarks.
 
 The reference aligns a photo before it becomes a pose reference (EMOCA/SMIRK) or the Reference Adapter's input, so
-every step below follows it (POSE.md section 5): an oriented square ``quad`` from the eyes and mouth; the photo shrunk
-by a whole factor when the face is more than twice the output size (LANCZOS); cropped to the quad's box plus a border;
-padded by reflection, blurred and blended to the median colour where the quad leaves the photo; mapped onto a
-``transform_size`` square by PIL's bilinear QUAD transform and LANCZOS-resized to ``output_size``.
+every step below follows it (docs/pose_hints.md, 'FFHQ alignment'): an oriented square ``quad`` from the eyes and
+mouth; the photo shrunk by a whole factor when the face is more than twice the output size (LANCZOS); cropped to the
+quad's box plus a border; padded by reflection, blurred and blended to the median colour where the quad leaves the
+photo; mapped onto a ``transform_size`` square by PIL's bilinear QUAD transform and LANCZOS-resized to
+``output_size``.
 
 Coordinates: landmarks and quads use pixel centres at integer positions (as face-alignment and insightface report
 them); PIL's transform counts from pixel corners, hence the +0.5 the reference adds. ``quad_to_square(quad, size)``

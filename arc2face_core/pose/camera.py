@@ -5,12 +5,13 @@ right, y DOWN, in pixels of the output with pixel corners at integers (pixel (ro
 (j + 0.5, i + 0.5)). insightface's head frame (typed angles, 68-point shapes): x right, y down, z toward the camera;
 a rotation R there is ``FLIP_Y @ R @ FLIP_Y`` in FLAME's world.
 
-With a photo (POSE.md section 2), the reference's decode: SMIRK's orthographic camera ``[s, tx, ty]`` gives the 224
+With a photo, the reference's decode: SMIRK's orthographic camera ``[s, tx, ty]`` gives the 224
 crop's NDC ``x_c = s(X + tx)``, ``y_c = -s(Y + ty)``, ``z_c = -sZ``; crop pixels are ``(x_c/2 + 1/2)·224`` (the
 reference multiplies by 224 although its crop maps the box onto 0..223: copied as is); the crop's inverse similarity
 ``T⁻¹`` takes them to the FFHQ-aligned image's pixels ``(u, v)``, which are this module's image coordinates because
 pytorch3d samples pixel (i, j) at NDC ``((2j+1)/W - 1, (2i+1)/H - 1)`` of the flipped vertices. The depth kept by the
-z-buffer is the largest ``sZ``. Normals are not turned by ``T`` (the reference renders world normals).
+z-buffer is the largest ``sZ``. Normals are not turned by ``T`` (the reference renders world normals). The facts, with
+the reference's lines: docs/pose_hints.md, 'Projection'; the pixel convention: docs/pose_hints.md, 'Rasterisation'.
 
 Without a photo, the head is placed as FFHQ alignment would place a photo of it: ``image_align``'s quad from the
 projected eyes and mouth, mapped onto the output square (the eyes and mouth land where ``image_align`` puts them;
@@ -85,7 +86,8 @@ def check_camera(camera: np.ndarray, crop: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def emoca_placement(vertices: np.ndarray, camera: np.ndarray, crop: np.ndarray) -> Placement:
-    """The reference's projection of FLAME world vertices [V, 3] into the aligned image (POSE.md section 2)."""
+    """The reference's projection of FLAME world vertices [V, 3] into the aligned image (docs/pose_hints.md,
+    'Projection')."""
     camera, crop = check_camera(camera, crop)
     s, tx, ty = camera
     x_c = s * (vertices[:, 0] + tx)

@@ -1,4 +1,5 @@
-"""The EMOCA-fork's coarse normal render, the image Arc2Face's pose ControlNet was trained on (POSE.md section 2).
+"""The EMOCA-fork's coarse normal render, the image Arc2Face's pose ControlNet was trained on (docs/pose_hints.md,
+'The renderer').
 
 * Normals: per vertex, the sum over its faces of the corner's unnormalised cross product ``(v_next - v) x (v_prev - v)``
   (twice the face's area times its normal), normalised (``F.normalize``, eps 1e-6); taken on the view-frame mesh (the

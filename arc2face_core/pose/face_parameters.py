@@ -2,9 +2,9 @@
 are built from.
 
 One row per face. ``shape`` comes from the identity photo, everything else from the pose/expression reference, as the
-reference demo combines them (POSE.md section 1.5). ``crop`` says how the photo was seen: the 3x3 similarity from the
-FFHQ-aligned 512 frame to SMIRK's 224 crop (the camera's ``[s, tx, ty]`` lives in that crop's NDC); ``None`` means no
-photo (angles typed by hand): the renderer then places the head as FFHQ alignment would.
+reference demo combines them (docs/pose_hints.md, 'From two photos to a hint'). ``crop`` says how the photo was seen:
+the 3x3 similarity from the FFHQ-aligned 512 frame to SMIRK's 224 crop (the camera's ``[s, tx, ty]`` lives in that
+crop's NDC); ``None`` means no photo (angles typed by hand): the renderer then places the head as FFHQ alignment would.
 """
 
 from __future__ import annotations

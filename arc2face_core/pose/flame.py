@@ -1,6 +1,6 @@
 """FLAME 2020 in torch: the model a user supplies (``generic_model.pkl``), its LBS forward and SMIRK's eyelids.
 
-The forward is FLAME's linear blend skinning as EMOCA and SMIRK run it (POSE.md section 3):
+The forward is FLAME's linear blend skinning as EMOCA and SMIRK run it (docs/pose_hints.md, 'LBS'):
 1. ``v_s = v_T + S·[shape 300, expression 50]`` (shape components 0..299, expression components 300..349);
 2. joints ``J = J_regressor·v_s``;
 3. the 15-value pose [global 3, neck 3 (= 0), jaw 3, eyes 6 (= 0)] to rotation matrices by Rodrigues'

@@ -1,11 +1,11 @@
 """Reading FLAME's ``generic_model.pkl`` as plain arrays: no chumpy needed, no code from the file ever run.
 
 FLAME 2020 is a Python-2 pickle of a dict (EMOCA and SMIRK read it with ``pickle.load(f, encoding='latin1')`` and need
-chumpy importable, POSE.md section 3). Its arrays are chumpy ``Ch`` objects whose pickled state holds the array as
-``x``, a scipy sparse ``J_regressor`` and plain numpy arrays. The exact class paths are inferred from the published
-structure (chumpy's ``Ch.__getstate__`` is its ``__dict__``; numpy and scipy pickle as they always have), not read off
-a real file, which the pack cannot download: every class the reader does not know is named in the error, so a real
-file's surprises are diagnosable.
+chumpy importable: docs/pose_hints.md, 'Reading the file'). Its arrays are chumpy ``Ch`` objects whose pickled state
+holds the array as ``x``, a scipy sparse ``J_regressor`` and plain numpy arrays. The exact class paths are inferred
+from the published structure (chumpy's ``Ch.__getstate__`` is its ``__dict__``; numpy and scipy pickle as they always
+have), not read off a real file, which the pack cannot download: every class the reader does not know is named in the
+error, so a real file's surprises are diagnosable.
 
 The unpickler's ``find_class`` hands out only
 * numpy's array and dtype reconstructors (numpy 1's ``numpy.core.multiarray`` and numpy 2's ``numpy._core.multiarray``

@@ -1,4 +1,5 @@
-"""Pose hints from FLAME: the reference's recipe (POSE.md section 7) on FLAME parameters.
+"""Pose hints from FLAME: the reference's recipe on FLAME parameters (docs/pose_hints.md, 'Rebuilding the hint with
+SMIRK and FLAME').
 
 With a photo (``params.crop`` set: SMIRK ran on the FFHQ-aligned reference) the head is projected by SMIRK's camera
 and the crop's inverse, exactly as the reference's EMOCA decode does (``camera.emoca_placement``). Without one

@@ -1,8 +1,9 @@
-"""FLAME parameters of a photo's face with SMIRK, framed as the pose ControlNet's hints were (POSE.md sections 1, 7).
+"""FLAME parameters of a photo's face with SMIRK, framed as the pose ControlNet's hints were.
 
 The reference made each hint from the *FFHQ-aligned* pose reference: it aligns the photo to 512 px from 68 landmarks
 (``image_align``), then the face model crops the aligned image itself and regresses pose, expression and camera there;
-the render is mapped back through that crop into the aligned frame. Here, per photo:
+the render is mapped back through that crop into the aligned frame (docs/pose_hints.md, 'From two photos to a hint';
+the same with SMIRK: docs/pose_hints.md, 'Rebuilding the hint with SMIRK and FLAME'). Here, per photo:
 
 1. insightface finds the face ("largest" or an index) and 1k3d68 its 68 landmarks;
 2. ``image_align`` makes the 512 FFHQ-aligned photo; the landmarks are carried into it by the same similarity;

@@ -1,10 +1,10 @@
 """Small random FLAME models in the real file layout: a Python-2 pickle of chumpy objects, written without chumpy.
 
-FLAME 2020's ``generic_model.pkl`` is a dict (POSE.md section 3): ``v_template`` (V,3), ``f`` (F,3), ``shapedirs``
-(V,3,400: 300 shape + 100 expression), ``posedirs`` (V,3,36), ``J_regressor`` (5,V) scipy sparse, ``weights`` (V,5),
-``kintree_table`` (2,5) with the root's parent stored as uint32 -1, plus ``J``, ``bs_style`` and ``bs_type``. Most
-arrays are chumpy ``Ch`` objects, pickled as new-style objects whose state (chumpy's ``__getstate__``: the instance
-dict less its weak references) holds the array as ``x``.
+FLAME 2020's ``generic_model.pkl`` is a dict (docs/pose_hints.md, 'Keys and shapes'): ``v_template`` (V,3), ``f``
+(F,3), ``shapedirs`` (V,3,400: 300 shape + 100 expression), ``posedirs`` (V,3,36), ``J_regressor`` (5,V) scipy sparse,
+``weights`` (V,5), ``kintree_table`` (2,5) with the root's parent stored as uint32 -1, plus ``J``, ``bs_style`` and
+``bs_type``. Most arrays are chumpy ``Ch`` objects, pickled as new-style objects whose state (chumpy's
+``__getstate__``: the instance dict less its weak references) holds the array as ``x``.
 
 ``write_python2_pickle`` writes the opcodes Python 2's cPickle writes (protocol 2 with ``NEWOBJ``, or the protocol 0/1
 form with ``copy_reg._reconstructor``), strings as ``SHORT_BINSTRING``/``BINSTRING``, arrays through numpy's

@@ -1,6 +1,6 @@
 """Checks of the Expression Adapter patch inside a real ComfyUI (its UNet, its attention, its memory manager).
 
-Run by tests/test_comfyui_integration.py with ComfyUI's own interpreter, from DIR/ComfyUI:
+Run by tests/integration/test_live_expression.py with ComfyUI's own interpreter, from DIR/ComfyUI:
     DIR/venv/bin/python <this file> <pack dir>
 Prints one JSON object of measurements; the test asserts on them. Needs the random full-size models the test writes.
 """

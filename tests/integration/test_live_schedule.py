@@ -1,5 +1,6 @@
 """The default schedule is the reference's: ComfyUI's sigmas for the Sampler's default scheduler and for every shipped
-DPM++ workflow against diffusers' own DPMSolverMultistepScheduler on SD1.5's scheduler config (ARC2FACE.md)."""
+DPM++ workflow against diffusers' own DPMSolverMultistepScheduler on SD1.5's scheduler config (docs/arc2face.md,
+'Sampling schedule')."""
 
 from __future__ import annotations
 
