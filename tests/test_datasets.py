@@ -166,6 +166,22 @@ def test_each_manifest_row_regenerates_its_file(reference, tiny_pipeline):
     assert np.abs(pixels(reference / rows[0]["file"]).astype(int) - pixels(reference / rows[1]["file"])).mean() > 1
 
 
+def test_the_finished_run_writes_its_report_and_its_speed(reference):
+    from test_dataset_report import tables
+
+    text = (reference / "report.md").read_text()
+    cells, rows = tables(text), manifest(reference)
+    scores = np.array([r["similarity"] for r in rows])
+    assert int(cells["images kept"]) == len(rows) == 10 and int(cells["images dropped"]) == 0
+    assert int(cells["images generated (every try)"]) == sum(len(r["tries"]) for r in rows)
+    for name, value in (("mean", scores.mean()), ("std", scores.std()), ("min", scores.min()), ("max", scores.max())):
+        assert abs(float(cells[name]) - value) <= 5e-5, name
+    (line,) = [json.loads(text) for text in (reference / "runs.jsonl").read_text().splitlines()]
+    assert (line["run"], line["batches"], line["images_generated"], line["device"]) == ("dataset", 3, 10, "cpu")
+    assert line["seconds"] > 0 and abs(line["images_per_second"] - 10 / line["seconds"]) < 1e-3
+    assert f"| dataset | {line['host']} | cpu | fp32 | 3 | 10 | {line['seconds']} |" in text
+
+
 def test_a_finished_dataset_is_left_alone_and_other_settings_are_refused(reference, models, tiny_vae_folder, capsys):
     before = {p: p.stat().st_mtime_ns for p in reference.rglob("*") if p.is_file()}
     args = ("--identities", "5", "--ids-per-batch", "2", "--seed", "7")

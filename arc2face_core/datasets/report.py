@@ -177,7 +177,7 @@ def _sheet(facts: DatasetFacts):
             path = facts.folder / name if name else None
             tiles.append(Image.open(path).convert("RGB") if path is not None and path.is_file() else None)
         scores = [r["similarity"] for r in _faces(members)]
-        lines = [f"identity {identity}", f"{sum(t is not None for t in tiles)} of {len(members)} shown kept"]
+        lines = [f"identity {identity}", f"kept {sum(t is not None for t in tiles)} of {len(members)} shown"]
         if scores:
             lines.append(f"mean similarity {np.mean(scores):.3f}")
         rows.append((lines, tiles))
