@@ -10,8 +10,9 @@ It writes a small dataset folder (112x112 crops of smooth random textures, one i
 packs it in both layouts and reads them with ``fn.readers.mxnet`` + ``fn.decoders.image(device="cpu")`` in index
 order. Checked: the ``dali`` layout gives every kept image once, with its class as label, in the documented order,
 pixels within JPEG tolerance of the source; the ``insightface`` layout is refused by DALI's decoder at its header
-record (DALI reads every record the index lists), which is why the ``dali`` layout exists. Prints one JSON line;
-exits 1 when a check fails.
+record (DALI reads every record the index lists), which is why the ``dali`` layout exists; a record cut into parts
+at the magic number (a JPEG comment holding it) is joined and decoded. Prints one JSON line; exits 1 when a check
+fails.
 """
 
 from __future__ import annotations
@@ -70,6 +71,33 @@ def read_with_dali(folder: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
+def magic_record_check(folder: Path) -> bool:
+    """A JPEG whose comment holds the magic number at 4-byte aligned offsets of its record is cut into parts by the
+    writer (as dmlc's is); DALI must join them again and decode the image."""
+    import io
+    import struct
+
+    from arc2face_core.datasets.recordio import IndexedWriter, frame, pack_record
+
+    pixels = texture(9, 9)
+    magics = struct.pack("<I", 0xCED7230A) * 4
+    for pad in range(4):                     # one of four comment offsets puts the magic on a word boundary
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="JPEG", quality=95, comment=b"x" * pad + magics)
+        record = pack_record(3, 0, buffer.getvalue())
+        if len(frame(record)) != len(record) + 8 + (-len(record) % 4):     # cut into parts: use this one
+            break
+    else:
+        raise AssertionError("no comment offset put the magic number on a word boundary")
+    folder.mkdir(parents=True)
+    writer = IndexedWriter(folder / "train.rec", folder / "train.idx")
+    writer.open()
+    writer.write([record])
+    writer.close()
+    (image, label), = read_with_dali(folder)
+    return float(label[0]) == 3.0 and float(np.abs(image.astype(int) - pixels.astype(int)).mean()) < 3.0
+
+
 def main() -> int:
     import nvidia.dali
 
@@ -95,7 +123,9 @@ def main() -> int:
             checks["insightface_layout_refused_by_dali"] = False
         except RuntimeError as exc:
             checks["insightface_layout_refused_by_dali"] = "decod" in str(exc).lower() or "codec" in str(exc).lower()
-    ok = all(v is True for k, v in checks.items() if k.startswith(("dali_layout_i", "dali_layout_l", "insight")))
+        checks["record_in_parts_read_whole"] = magic_record_check(Path(tmp) / "parts")
+    ok = all(v is True for k, v in checks.items() if k.startswith(("dali_layout_i", "dali_layout_l", "insight",
+                                                                   "record_in")))
     ok = ok and checks["dali_layout_pixels_mean_abs_diff"] < 3.0
     print(json.dumps(dict(checks, ok=ok)))
     return 0 if ok else 1
