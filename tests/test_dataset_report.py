@@ -167,11 +167,15 @@ def test_an_unfinished_dataset_is_reported_from_its_finished_batches(tmp_path):
     assert int(tables(text)["images kept"]) == sum(not r["dropped"] for r in first)
 
 
-@pytest.mark.parametrize("what, message", [("empty", "not a dataset folder"), ("no identities", "no report before")])
+@pytest.mark.parametrize("what, message", [("empty", "not a dataset folder"), ("no identities", "no report before"),
+                                           ("old settings", "KeyError: 'images_per_id'")])
 def test_report_refusals(tmp_path, capsys, what, message):
     folder = tmp_path / "faces"
     folder.mkdir()
     if what == "no identities":
+        (folder / "dataset.json").write_text(json.dumps({"settings": {"identities": 2, "images_per_id": 1,
+                                                                      "ids_per_batch": 1}}))
+    if what == "old settings":
         (folder / "dataset.json").write_text(json.dumps({"settings": {"identities": 2}}))
     assert cli_main(["report", str(folder)]) == 2
     assert message in capsys.readouterr().err

@@ -260,16 +260,24 @@ def test_resume_after_a_batch_half_written(whole, models, tiny_vae_folder, tmp_p
 
 
 def test_shards_are_disjoint_and_their_union_is_the_dataset(whole, models, tiny_vae_folder, tmp_path):
+    """Every shard asks for the RecordIO set: the one that finishes the dataset packs it and writes the report."""
     out = tmp_path / "faces"
     made = []
     for shard in ("1/3", "0/3", "2/3"):
         before = set((out / ".parts").glob("*.jsonl")) if (out / ".parts").is_dir() else set()
-        assert run(models, tiny_vae_folder, out, *RECIPE, "--shard", shard) == 0
+        assert run(models, tiny_vae_folder, out, *RECIPE, "--shard", shard, "--format", "rec",
+                   "--pack-full-images") == 0
         if shard != "2/3":
-            assert not (out / "manifest.jsonl").exists()
+            assert not (out / "manifest.jsonl").exists() and not (out / "train.rec").exists()
+            assert not (out / "report.md").exists()
             made.append(sorted(p.name for p in set((out / ".parts").glob("*.jsonl")) - before))
     assert made == [["000002.jsonl", "000003.jsonl"], ["000000.jsonl", "000001.jsonl"]]   # 6 batches, 2 each
-    assert files_of(out) == files_of(whole)
+    packed = {name: files_of(out).pop(name) for name in ("train.rec", "train.idx", "property", "pack.json")}
+    assert {k: v for k, v in files_of(out).items() if k not in packed} == files_of(whole)
+    again = tmp_path / "again"                                                 # the same set from the whole run
+    assert cli_main(["pack", str(whole), "--full-images", "--out", str(again), "-q"]) == 0
+    assert all((again / name).read_bytes() == data for name, data in packed.items())
+    assert len((out / "runs.jsonl").read_text().splitlines()) == 3            # one line per shard
 
 
 def _descends_from(pid: int, ancestor: int) -> bool:

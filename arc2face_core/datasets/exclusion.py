@@ -9,7 +9,8 @@ Given identities (``--embeddings``) cannot be redrawn: one that close is an erro
 
 The comparisons are matrix products, the excluded set in chunks of ``EXCLUDED_CHUNK`` rows so memory stays bounded
 (4096 candidates x 8192 rows of float32 = 128 MiB): 100,000 candidates against 100,000 excluded embeddings are
-5 x 10^12 multiply-adds, about a minute on a laptop CPU and a fraction of a second on a GPU.
+5 x 10^12 multiply-adds, about 4 minutes on two shared CPU cores (bench/exclusion.py); they run on the GPU when torch
+sees one.
 """
 
 from __future__ import annotations

@@ -61,13 +61,14 @@ def gather(folder: Path) -> DatasetFacts:
     folder = Path(folder)
     try:
         settings = json.loads((folder / SETTINGS_FILE).read_text())["settings"]
+        count, per_id, per_batch = (int(settings[k]) for k in ("identities", "images_per_id", "ids_per_batch"))
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InvalidInputError(f"{folder} is not a dataset folder: no readable {SETTINGS_FILE} ({exc})") from exc
+        raise InvalidInputError(f"{folder} is not a dataset folder: no readable {SETTINGS_FILE} with the dataset's "
+                                f"settings ({type(exc).__name__}: {exc})") from exc
     if not (folder / IDENTITIES_FILE).is_file():
         raise InvalidInputError(f"{folder} has no {IDENTITIES_FILE} yet: no report before the identities are made")
     embeds, sampling = load_embeddings(folder / IDENTITIES_FILE)
-    count, per_id = settings["identities"], settings["images_per_id"]
-    store = DatasetStore(folder, count, per_id, len(make_batches(count, settings["ids_per_batch"])))
+    store = DatasetStore(folder, count, per_id, len(make_batches(count, per_batch)))
     rows = store.read_rows()
     pack = None
     if (folder / "pack.json").is_file():
