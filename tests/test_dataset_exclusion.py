@@ -32,23 +32,23 @@ def unit(rows) -> np.ndarray:
 
 
 def loop_with_exclusion(candidates: np.ndarray, excluded: np.ndarray, count: int, threshold: float = 0.3,
-                        exclude_threshold: float = 0.3) -> tuple[np.ndarray, int, float]:
+                        exclude_threshold: float = 0.3) -> tuple[np.ndarray, int, float, int]:
     """The rule, one candidate at a time: (kept identities, candidates refused for the excluded set before the last
-    kept one, the kept identities' largest cosine to the excluded set)."""
-    kept, refused_near, pending, closest = [], 0, 0, []
+    kept one, the kept identities' largest cosine to the excluded set, every candidate refused before the last kept)."""
+    kept, closest = [], []
+    refused_near = refused = pending_near = pending = 0
     for row in unit(candidates):
         near = float(np.max(excluded @ row))
-        if near >= exclude_threshold:
+        if near >= exclude_threshold or not all(float(row @ other) < threshold for other in kept):
             pending += 1
+            pending_near += near >= exclude_threshold
             continue
-        if all(float(row @ other) < threshold for other in kept):
-            kept.append(row)
-            closest.append(near)
-            refused_near += pending
-            pending = 0
-            if len(kept) == count:
-                break
-    return np.stack(kept), refused_near, max(closest)
+        kept.append(row)
+        closest.append(near)
+        refused, refused_near, pending, pending_near = refused + pending, refused_near + pending_near, 0, 0
+        if len(kept) == count:
+            break
+    return np.stack(kept), refused_near, max(closest), refused
 
 
 def test_exclusion_redraws_exactly_the_identities_near_the_excluded_set():
@@ -62,9 +62,10 @@ def test_exclusion_redraws_exactly_the_identities_near_the_excluded_set():
     sampled = unique_identities(40, seed=3, threshold=0.3, propose=proposal,
                                 exclude=ExcludedSet(torch.from_numpy(excluded).float()).closest)
     candidates = torch.cat(proposal.given).numpy()
-    expected, refused_near, closest = loop_with_exclusion(candidates, excluded, 40)
+    expected, refused_near, closest, refused = loop_with_exclusion(candidates, excluded, 40)
     np.testing.assert_allclose(sampled.embeds.double().numpy(), expected, atol=1e-6, rtol=0)
     assert sampled.excluded == refused_near and refused_near >= 4              # the four collisions, at least
+    assert sampled.rejected == refused > refused_near                          # both reasons counted
     assert math.isclose(sampled.exclude_max_similarity, closest, abs_tol=1e-5)
     assert (sampled.embeds.double().numpy() @ excluded.T).max() < 0.3
     for index in (5, 12, 20, 30):                                              # the colliding identities are gone
@@ -126,7 +127,7 @@ def test_dataset_redraws_the_excluded_and_records_it(models, tiny_vae_folder, tm
                str(tmp_path / "lfw.safetensors"), "--prepare-only") == 0
     identities, source = load_embeddings(out / "identities.safetensors")
     excluded = load_embeddings(tmp_path / "lfw.safetensors")[0].double().numpy()
-    expected, refused, closest = loop_with_exclusion(documented_candidates(7), excluded, 4)
+    expected, refused, closest, _ = loop_with_exclusion(documented_candidates(7), excluded, 4)
     np.testing.assert_allclose(identities.double().numpy(), expected, atol=1e-6, rtol=0)
     assert refused == 3 and source["exclude"]["refused"] == 3
     assert source["exclude"]["count"] == 3 and source["exclude"]["threshold"] == 0.3

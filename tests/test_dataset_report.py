@@ -53,7 +53,7 @@ def write_folder(folder: Path, rows: list[dict], finished: bool = True) -> None:
     folder.mkdir(parents=True)
     (folder / "dataset.json").write_text(json.dumps({"format": "arc2face.dataset", "settings": settings}))
     save_embeddings(folder / "identities.safetensors", unique_identities(IDENTITIES, seed=3).embeds,
-                    {"sampler": "unique random unit vectors", "rejected": 2, "max_similarity": 0.1234,
+                    {"sampler": "unique random unit vectors", "rejected": 7, "max_similarity": 0.1234,
                      "exclude": {"count": 40, "threshold": 0.3, "refused": 5, "max_similarity": 0.2876,
                                  "sources": [{"file": "lfw.safetensors", "embeddings": 40}]}})
     for row in rows:
@@ -95,7 +95,7 @@ def test_report_numbers_equal_the_manifest(tmp_path):
     assert int(cells["images redrawn (more than one try)"]) == sum(r["attempt"] > 0 for r in rows)
     assert int(cells["images dropped"]) == len(rows) - len(kept)
     assert int(cells["kept images without a face"]) == 1
-    assert cells["candidate identities refused: too close to another"] == "2"
+    assert cells["candidate identities refused: too close to another"] == "2"     # 7 refused, 5 of them excluded
     assert cells["candidate identities refused: too close to an excluded person"] == "5"
     scores = np.array([r["similarity"] for r in kept if r["similarity"] != -1.0])
     assert int(cells["images"]) == scores.size

@@ -89,6 +89,9 @@ def counts(facts: DatasetFacts) -> list[tuple[str, object]]:
     rows, settings = facts.rows, facts.settings
     kept = [r for r in rows if not r["dropped"]]
     exclude = facts.sampling.get("exclude")
+    rejected = facts.sampling.get("rejected", "n/a")        # every refused proposal, the excluded ones too
+    if exclude and isinstance(rejected, int) and isinstance(exclude.get("refused"), int):
+        rejected -= exclude["refused"]
     return [
         ("identities", settings["identities"]),
         ("identities with a kept image", len({r["identity"] for r in kept})),
@@ -98,7 +101,7 @@ def counts(facts: DatasetFacts) -> list[tuple[str, object]]:
         ("images redrawn (more than one try)", sum(1 for r in rows if r["attempt"] > 0)),
         ("images dropped", len(rows) - len(kept)),
         ("kept images without a face", sum(1 for r in kept if r["similarity"] == NO_FACE)),
-        ("candidate identities refused: too close to another", facts.sampling.get("rejected", "n/a")),
+        ("candidate identities refused: too close to another", rejected),
         ("candidate identities refused: too close to an excluded person",
          exclude.get("refused", "n/a") if exclude else "n/a (no --exclude-identities)"),
     ]

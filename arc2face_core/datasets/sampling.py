@@ -47,7 +47,7 @@ class SampledIdentities:
 
     embeds: torch.Tensor        # [count, 512] float32 unit rows
     candidates: int             # proposals drawn
-    rejected: int               # proposals refused by the uniqueness rule (before the last kept one)
+    rejected: int               # proposals refused (before the last kept one), the excluded ones included
     max_similarity: float       # the largest cosine between two kept identities (-1.0 for a single one)
     excluded: int = 0           # proposals refused for their closeness to the excluded set (before the last kept one)
     exclude_max_similarity: Optional[float] = None   # the kept identities' largest cosine to the excluded set
