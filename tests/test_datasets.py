@@ -11,6 +11,7 @@ workers (one CPU each) and this process compute alike.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -76,12 +77,13 @@ def pixels(path: Path) -> np.ndarray:
 
 def files_of(out: Path) -> dict[str, bytes]:
     """Every file of a dataset folder by relative path: the bytes, except dataset.json without its creation time and
-    identities.safetensors as its tensor and metadata (safetensors writes metadata keys in a per-process order)."""
+    identities.safetensors as its tensor and metadata (safetensors writes metadata keys in a per-process order);
+    without the run log and report.md, which hold each run's timing (the report's pictures are compared)."""
     from arc2face_core.identity.files import read_metadata
 
     found = {}
     for path in sorted(out.rglob("*")):
-        if path.is_file():
+        if path.is_file() and path.name not in ("runs.jsonl", "report.md"):
             data = path.read_bytes()
             if path.name == "dataset.json":
                 record = json.loads(data)
@@ -123,10 +125,12 @@ def reference(models, tiny_vae_folder, tmp_path_factory):
 
 
 def test_layout_and_manifest(reference):
-    names = sorted(p.relative_to(reference).as_posix() for p in reference.rglob("*.png"))
+    names = sorted(p.relative_to(reference).as_posix() for p in reference.glob("*/*.png"))
     assert names == [f"{i:05d}/{j:03d}.png" for i in range(5) for j in range(2)]
-    assert sorted(p.name for p in reference.iterdir()) == ["00000", "00001", "00002", "00003", "00004",
-                                                            "dataset.json", "identities.safetensors", "manifest.jsonl"]
+    assert sorted(p.name for p in reference.iterdir()) == [
+        "00000", "00001", "00002", "00003", "00004", "dataset.json", "identities.safetensors", "manifest.jsonl",
+        "report.md", "report_contact_sheet.png", "report_identities.png", "report_similarity.png",
+        "report_spread.png", "runs.jsonl"]
     rows = manifest(reference)
     assert [(r["identity"], r["image"]) for r in rows] == [(i, j) for i in range(5) for j in range(2)]
     assert [r["batch"] for r in rows] == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2]       # 2 identities x 2 images per batch
@@ -160,6 +164,22 @@ def test_each_manifest_row_regenerates_its_file(reference, tiny_pipeline):
         alone = regenerate(tiny_pipeline, [row], identities)[0]
         assert np.abs(alone.astype(int) - pixels(reference / row["file"]).astype(int)).max() <= 1
     assert np.abs(pixels(reference / rows[0]["file"]).astype(int) - pixels(reference / rows[1]["file"])).mean() > 1
+
+
+def test_the_finished_run_writes_its_report_and_its_speed(reference):
+    from test_dataset_report import tables
+
+    text = (reference / "report.md").read_text()
+    cells, rows = tables(text), manifest(reference)
+    scores = np.array([r["similarity"] for r in rows])
+    assert int(cells["images kept"]) == len(rows) == 10 and int(cells["images dropped"]) == 0
+    assert int(cells["images generated (every try)"]) == sum(len(r["tries"]) for r in rows)
+    for name, value in (("mean", scores.mean()), ("std", scores.std()), ("min", scores.min()), ("max", scores.max())):
+        assert abs(float(cells[name]) - value) <= 5e-5, name
+    (line,) = [json.loads(text) for text in (reference / "runs.jsonl").read_text().splitlines()]
+    assert (line["run"], line["batches"], line["images_generated"], line["device"]) == ("dataset", 3, 10, "cpu")
+    assert line["seconds"] > 0 and abs(line["images_per_second"] - 10 / line["seconds"]) < 1e-3
+    assert f"| dataset | {line['host']} | cpu | fp32 | 3 | 10 | {line['seconds']} |" in text
 
 
 def test_a_finished_dataset_is_left_alone_and_other_settings_are_refused(reference, models, tiny_vae_folder, capsys):
@@ -240,16 +260,24 @@ def test_resume_after_a_batch_half_written(whole, models, tiny_vae_folder, tmp_p
 
 
 def test_shards_are_disjoint_and_their_union_is_the_dataset(whole, models, tiny_vae_folder, tmp_path):
+    """Every shard asks for the RecordIO set: the one that finishes the dataset packs it and writes the report."""
     out = tmp_path / "faces"
     made = []
     for shard in ("1/3", "0/3", "2/3"):
         before = set((out / ".parts").glob("*.jsonl")) if (out / ".parts").is_dir() else set()
-        assert run(models, tiny_vae_folder, out, *RECIPE, "--shard", shard) == 0
+        assert run(models, tiny_vae_folder, out, *RECIPE, "--shard", shard, "--format", "rec",
+                   "--pack-full-images") == 0
         if shard != "2/3":
-            assert not (out / "manifest.jsonl").exists()
+            assert not (out / "manifest.jsonl").exists() and not (out / "train.rec").exists()
+            assert not (out / "report.md").exists()
             made.append(sorted(p.name for p in set((out / ".parts").glob("*.jsonl")) - before))
     assert made == [["000002.jsonl", "000003.jsonl"], ["000000.jsonl", "000001.jsonl"]]   # 6 batches, 2 each
-    assert files_of(out) == files_of(whole)
+    packed = {name: files_of(out).pop(name) for name in ("train.rec", "train.idx", "property", "pack.json")}
+    assert {k: v for k, v in files_of(out).items() if k not in packed} == files_of(whole)
+    again = tmp_path / "again"                                                 # the same set from the whole run
+    assert cli_main(["pack", str(whole), "--full-images", "--out", str(again), "-q"]) == 0
+    assert all((again / name).read_bytes() == data for name, data in packed.items())
+    assert len((out / "runs.jsonl").read_text().splitlines()) == 3            # one line per shard
 
 
 def _descends_from(pid: int, ancestor: int) -> bool:
@@ -470,6 +498,11 @@ def test_a_failed_first_run_leaves_no_recipe_behind(models, tiny_vae_folder, tmp
     (("--identities", "0"), "--identities must be a whole number from 1"),
     (("--identities", "2", "--id-jitter", "nan"), "identity jitter must be"),
     (("--identities", "2", "--embeddings", "x.safetensors"), "choose one"),
+    (("--identities", "2", "--format", "rec"), "make the dataset with --crop arcface, or pass --pack-full-images"),
+    (("--identities", "2", "--pack-layout", "dali"), "go with --format rec"),
+    (("--identities", "2", "--exclude-threshold", "0.4"), "--exclude-threshold needs --exclude-identities"),
+    (("--identities", "2", "--exclude-identities", "people.safetensors", "--exclude-threshold", "0"),
+     "--exclude-threshold must be a cosine similarity in (0, 1]"),
 ])
 def test_bad_dataset_options_are_refused(models, tiny_vae_folder, tmp_path, capsys, extra, message):
     if "--embeddings" in extra:
@@ -477,6 +510,46 @@ def test_bad_dataset_options_are_refused(models, tiny_vae_folder, tmp_path, caps
     assert cli_main(command(models, tiny_vae_folder, tmp_path / "out", *extra)) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------------------------- RecordIO output
+
+
+def test_format_rec_packs_the_finished_dataset_and_a_rerun_finishes_a_killed_pack(models, tiny_vae_folder, tmp_path,
+                                                                                    monkeypatch):
+    """The pack at the end of a run, read back with the independent reader of test_dataset_recordio; killed during
+    its second chunk of records, the same command finishes it to the bytes the pack subcommand writes."""
+    import cv2
+    from test_dataset_recordio import read_records
+
+    from arc2face_core.datasets import pack as packing
+    from arc2face_core.datasets.recordio import IndexedWriter
+
+    out = tmp_path / "faces"
+    recipe = ("--identities", "3", "--seed", "5", "--format", "rec", "--pack-full-images", "--no-report")
+    monkeypatch.setattr(packing, "CHUNK", 2)
+    real = IndexedWriter.write
+    monkeypatch.setattr(IndexedWriter, "write", lambda self, p: (_ for _ in ()).throw(KeyboardInterrupt)
+                        if self.count >= 2 else real(self, p))
+    with pytest.raises(KeyboardInterrupt):
+        run(models, tiny_vae_folder, out, *recipe)
+    torch.set_num_threads(THREADS)
+    assert (out / "manifest.jsonl").is_file() and not (out / "train.rec").exists()
+    monkeypatch.setattr(IndexedWriter, "write", real)
+    assert run(models, tiny_vae_folder, out, *recipe) == 0
+    assert cli_main(["pack", str(out), "--full-images", "--out", str(tmp_path / "again"), "-q"]) == 0
+    for name in ("train.rec", "train.idx", "property"):
+        assert (out / name).read_bytes() == (tmp_path / "again" / name).read_bytes()
+    records, _ = read_records(out / "train.rec", out / "train.idx")
+    rows = manifest(out)
+    assert records[0]["labels"].tolist() == [7, 10]                       # 6 images, then 3 identity ranges
+    for key, row in enumerate(rows, start=1):   # the tiny models paint pixel noise: JPEG as mxnet's pack_img makes it
+        assert records[key]["label"] == row["identity"]
+        jpeg = np.asarray(Image.open(io.BytesIO(records[key]["data"])).convert("RGB")).astype(int)
+        ok, reference = cv2.imencode(".jpg", pixels(out / row["file"])[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+        theirs = cv2.imdecode(reference, cv2.IMREAD_COLOR)[..., ::-1].astype(int)
+        assert ok and np.abs(jpeg - theirs).mean() < 1
+    assert (out / "property").read_text() == "3,32,32\n" and not (out / "report.md").exists()
 
 
 def test_generate_stays_the_default_and_writes_the_identities_file(models, tiny_vae_folder, tmp_path):

@@ -12,7 +12,8 @@ as the reference made its hints. The noise of the whole run is one seeded
 draw (see ``arc2face_core.diffusers_backend.pipeline``) sliced per batch.
 
 ``dataset``: a synthetic face dataset for face-recognition training, reproducible, resumable and sharded, with the
-paper's identity check (``arc2face_core.datasets``).
+paper's identity check (``arc2face_core.datasets``). ``pack`` turns a finished dataset folder into insightface's
+RecordIO training set and ``report`` writes its report (``dataset_tools``).
 
 Option groups shared by both subcommands are added by the ``add_..._arguments`` functions in ``build_parser``; a new
 group (e.g. another module's ``add_lora_arguments``) is attached to both in that same loop. Errors the pack raises on
@@ -37,7 +38,7 @@ from ..faces.providers import PROVIDER_CHOICES
 from ..weights import ModelRoots
 
 EMBEDDINGS_FILE, SETTINGS_FILE, IDENTITIES_FILE = "embeddings.pt", "settings.json", "identities.safetensors"
-SUBCOMMANDS = ("generate", "dataset")
+SUBCOMMANDS = ("generate", "dataset", "pack", "report")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -118,6 +119,7 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from ..datasets.options import add_dataset_arguments
+    from .dataset_tools import add_pack_arguments, add_report_arguments
     from .lcm_options import add_lcm_arguments
     from .reference_options import add_reference_arguments
 
@@ -125,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m arc2face_core", description="Arc2Face images without ComfyUI, e.g. synthetic face datasets.",
         epilog="Without a subcommand, generate runs: python -m arc2face_core --models M --image photo.jpg --out DIR. "
                "Each subcommand's options: python -m arc2face_core generate --help (or dataset --help).")
-    commands = parser.add_subparsers(dest="command", metavar="{generate,dataset}")
+    commands = parser.add_subparsers(dest="command", metavar="{generate,dataset,pack,report}")
     generate = commands.add_parser("generate", formatter_class=_HelpFormatter, help="images of given identities "
                                    "(the default)", description="Images of identities from photos, seeds or a file.")
     dataset = commands.add_parser("dataset", formatter_class=_HelpFormatter, help="a synthetic face dataset",
@@ -141,6 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_lcm_arguments(generate)   # LCM draws fresh noise every step: not (yet) in the per-image seeds of datasets
     add_reference_arguments(generate)   # a reference photo keeps one photo's look: for given identities, not datasets
     add_dataset_arguments(dataset)
+    add_pack_arguments(commands.add_parser(
+        "pack", formatter_class=_HelpFormatter, help="a finished dataset as insightface's RecordIO",
+        description="A finished dataset folder as insightface's RecordIO training set (train.rec, train.idx, "
+                    "property): the 112x112 crops of the kept images, one class per identity; resumable."))
+    add_report_arguments(commands.add_parser(
+        "report", formatter_class=_HelpFormatter, help="a dataset folder's report",
+        description="report.md and its plots (identity similarities, contact sheet, counts, speed, settings, "
+                    "licences) for a dataset folder."))
     return parser
 
 
@@ -389,7 +399,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        return run_dataset(args) if args.command == "dataset" else run(args)
+        from .dataset_tools import run_pack, run_report
+
+        runners = {"dataset": run_dataset, "pack": run_pack, "report": run_report}
+        return runners.get(args.command, run)(args)
     except Arc2FaceError as exc:   # a user error the pack explains: the message, no traceback
         print(f"arc2face: error: {exc}", file=sys.stderr)
         return 2

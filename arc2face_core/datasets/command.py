@@ -6,7 +6,9 @@
 3. The batches of this run (all, or one ``--shard``) that have no record yet are made (``generation``), on this
    machine or as Ray tasks (``ray_runner``).
 4. When every batch of the dataset is done (by this run or others), ``manifest.jsonl`` is written; a summary ends
-   the run.
+   the run. A run that made batches adds its speed to ``runs.jsonl`` (``runs``). A run that finds the dataset
+   finished writes the report (``report``; again when it made batches) and, with ``--format rec``, the RecordIO set
+   (``pack``, a no-op when it is there).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from .generation import load_face_analyzer, load_maker
 from .identities import prepare_identities
 from .plan import Batch, make_batches, shard_batches
 from .progress import ProgressBar, RunStats, format_summary
+from .report import needs_report, write_report
+from .runs import record_run
 from .seeds import __doc__ as SEEDS_DOC
 from .store import IDENTITIES_FILE, SETTINGS_FILE, DatasetStore, publish
 
@@ -44,6 +48,10 @@ class RunOptions:
     ray: bool = False
     ray_address: Optional[str] = None
     prepare_only: bool = False
+    format: str = "folder"            # "rec": also pack the finished dataset as RecordIO (pack.py)
+    pack_full_images: bool = False    # pack the full images when there are no crops
+    pack_layout: str = "insightface"
+    report: bool = True
 
 
 def model_files(config: DatasetConfig, roots: ModelRoots) -> dict[str, str]:
@@ -147,11 +155,22 @@ def prepare(config: DatasetConfig, session=None) -> Prepared:
     return Prepared(config, identities, batches, DatasetStore(out, count, config.images_per_id, len(batches)))
 
 
+def _makes_crops(config: DatasetConfig) -> bool:
+    """Whether the run writes the 112x112 ArcFace crops (``--crop arcface``, a field the crop option adds)."""
+    return getattr(config, "crop", None) == "arcface"
+
+
 def make_dataset(config: DatasetConfig, options: RunOptions = RunOptions()) -> int:
     config.check()
     DatasetStore.check_root(config.out)
     if options.ray and options.shard != (0, 1):
         raise InvalidInputError("--ray splits the dataset over its workers itself; --shard is for separate jobs")
+    if options.format == "rec":
+        from .pack import LAYOUTS, check_pack_request
+
+        check_pack_request(_makes_crops(config), options.pack_full_images)
+        if options.pack_layout not in LAYOUTS:
+            raise InvalidInputError(f"--pack-layout must be one of {', '.join(LAYOUTS)}, got {options.pack_layout!r}")
     session = None
     if options.ray:
         from .ray_runner import RaySession
@@ -183,11 +202,25 @@ def make_dataset(config: DatasetConfig, options: RunOptions = RunOptions()) -> i
         if session is not None:
             session.close()
     complete = store.assemble_manifest()
+    record_run(config.out, stats, "ray" if session is not None else label, str(config.device), str(config.dtype))
     if not complete:
         _say(config, f"{store.done_batches()} of {store.batches} batches of the dataset are done; manifest.jsonl is "
                      "written when the last one is")
     _say(config, format_summary(stats, store.read_rows() if complete else None))
+    if complete:
+        finish(config, options, made_batches=stats.batches > 0)
     return 0
+
+
+def finish(config: DatasetConfig, options: RunOptions, made_batches: bool) -> None:
+    """What a finished dataset gets: the RecordIO set (``--format rec``), then the report."""
+    if options.format == "rec":
+        from .pack import pack_dataset
+
+        pack_dataset(config.out, layout=options.pack_layout, full_images=options.pack_full_images,
+                     quiet=config.quiet)
+    if options.report and needs_report(config.out, made_batches):
+        write_report(config.out, quiet=config.quiet)
 
 
 def _device_and_dtype(config: DatasetConfig, session) -> tuple[torch.device, str]:

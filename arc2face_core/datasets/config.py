@@ -20,6 +20,7 @@ import torch
 
 from ..diffusers_backend.pipeline import DEFAULT_GUIDANCE, DEFAULT_SIZE, DEFAULT_STEPS
 from ..errors import InvalidInputError
+from .exclusion import DEFAULT_EXCLUDE_THRESHOLD
 from .sampling import DEFAULT_JITTER_FLOOR, UNIQUE_THRESHOLD, check_jitter, check_threshold
 
 DEFAULT_MAX_ATTEMPTS = 3
@@ -46,6 +47,8 @@ class DatasetConfig:
     embeddings: Optional[Path] = None
     jitter: float = 0.0
     jitter_floor: float = DEFAULT_JITTER_FLOOR
+    exclude: tuple[Path, ...] = ()          # real people to keep away from (embeddings files, photo folders)
+    exclude_threshold: float = DEFAULT_EXCLUDE_THRESHOLD
     min_similarity: Optional[float] = None
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     score: bool = True
@@ -85,6 +88,7 @@ class DatasetConfig:
         if not math.isfinite(self.guidance) or self.guidance < 0:
             raise InvalidInputError(f"--cfg must be a finite number >= 0, got {self.guidance!r}")
         check_threshold(self.identity_threshold, "--identity-threshold")
+        check_threshold(self.exclude_threshold, "--exclude-threshold")
         check_jitter(self.jitter, self.jitter_floor)
         if self.min_similarity is not None:
             if not math.isfinite(self.min_similarity) or not -1 <= self.min_similarity <= 1:
@@ -109,6 +113,9 @@ class DatasetConfig:
             identity.update(sampler="pca", source=self.pca.name, components=self.pca_components)
         else:
             identity["sampler"] = "unique random unit vectors"
+        if self.exclude:   # only then: the settings of datasets made without it stay as they were
+            identity["exclude"] = {"sources": [Path(p).name for p in self.exclude],
+                                   "threshold": self.exclude_threshold}
         pose = dict(self.pose)
         if "normal_maps" in pose:   # by name: the hints' own hash below says whether they are the same
             pose["normal_maps"] = [Path(p).name for p in pose["normal_maps"]]

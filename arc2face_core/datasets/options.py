@@ -8,8 +8,11 @@ from typing import Optional
 
 import torch
 
+from ..errors import InvalidInputError
 from .command import RunOptions
 from .config import DEFAULT_MAX_ATTEMPTS, DatasetConfig
+from .exclusion import DEFAULT_EXCLUDE_THRESHOLD
+from .pack import LAYOUTS
 from .plan import parse_shard
 from .sampling import DEFAULT_JITTER_FLOOR, UNIQUE_THRESHOLD
 
@@ -33,6 +36,13 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
                           "(the pack's addition for more within-identity variation; 0: off)")
     who.add_argument("--id-jitter-floor", type=float, default=DEFAULT_JITTER_FLOOR, metavar="F",
                      help="lowest cosine of an image's vector to its identity under --id-jitter")
+    who.add_argument("--exclude-identities", action="append", type=Path, metavar="FILE_OR_FOLDER",
+                     help="real people to stay away from (e.g. those of LFW, CFP-FP, AgeDB you will evaluate on): an "
+                          "embeddings file or a folder of photos, repeatable; a sampled identity within "
+                          "--exclude-threshold of any of them is redrawn")
+    who.add_argument("--exclude-threshold", type=float, default=None, metavar="T",
+                     help=f"cosine to an excluded person at which a sampled identity is redrawn (default "
+                          f"{DEFAULT_EXCLUDE_THRESHOLD}, the paper's rule between identities)")
     check = parser.add_argument_group("identity check (ArcFace cosine of each image to its identity, in the manifest)")
     check.add_argument("--min-similarity", type=float, default=None, metavar="S",
                        help="redraw an image scoring below S with its next attempt's seed; drop it after "
@@ -51,6 +61,18 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
                           "bit-identical files need one thread count (default: the dataset's, else torch's)")
     run.add_argument("--prepare-only", action="store_true",
                      help="write dataset.json and identities.safetensors, make no images (before a Slurm array)")
+    output = parser.add_argument_group("what a finished dataset gets")
+    output.add_argument("--format", choices=("folder", "rec"), default="folder",
+                        help="rec: also pack it as insightface's RecordIO (train.rec, train.idx, property: the "
+                             "112x112 crops of --crop arcface), as the pack subcommand does")
+    output.add_argument("--pack-full-images", action="store_true",
+                        help="with --format rec: pack the full images as they are when there are no crops")
+    output.add_argument("--pack-layout", choices=LAYOUTS, default="insightface",
+                        help="insightface: header, images by identity, identity ranges (arcface_torch's MXFaceDataset"
+                             "); dali: the images alone, shuffled (DALI's MXNet reader; MXFaceDataset reads it too)")
+    output.add_argument("--no-report", action="store_true",
+                        help="write no report.md (it is written when the dataset is finished; the report "
+                             "subcommand writes it any time)")
 
 
 def dataset_config(args: argparse.Namespace, hint: Optional[torch.Tensor], pose: dict) -> DatasetConfig:
@@ -60,12 +82,24 @@ def dataset_config(args: argparse.Namespace, hint: Optional[torch.Tensor], pose:
         seed=args.seed, identity_seed=args.identity_seed, ids_per_batch=args.ids_per_batch, steps=args.steps,
         guidance=args.cfg, width=args.width, height=args.height, identity_threshold=args.identity_threshold,
         pca=args.pca, pca_components=args.pca_components, embeddings=args.embeddings, jitter=args.id_jitter,
-        jitter_floor=args.id_jitter_floor, min_similarity=args.min_similarity, max_attempts=args.max_attempts,
+        jitter_floor=args.id_jitter_floor, exclude=tuple(args.exclude_identities or ()),
+        exclude_threshold=_exclude_threshold(args), min_similarity=args.min_similarity, max_attempts=args.max_attempts,
         score=not args.no_similarity, device=args.device, dtype=args.dtype, provider=args.provider,
         channels_last=args.channels_last, compile=args.compile, cpu_threads=args.cpu_threads, download=args.download,
         hint=hint, pose=pose, quiet=args.quiet)
 
 
+def _exclude_threshold(args: argparse.Namespace) -> float:
+    if args.exclude_threshold is None:
+        return DEFAULT_EXCLUDE_THRESHOLD
+    if not args.exclude_identities:
+        raise InvalidInputError("--exclude-threshold needs --exclude-identities (the people to stay away from)")
+    return args.exclude_threshold
+
+
 def run_options(args: argparse.Namespace) -> RunOptions:
+    if args.format != "rec" and (args.pack_full_images or args.pack_layout != "insightface"):
+        raise InvalidInputError("--pack-full-images and --pack-layout go with --format rec")
     return RunOptions(shard=parse_shard(args.shard), ray=args.ray is not None, ray_address=args.ray or None,
-                      prepare_only=args.prepare_only)
+                      prepare_only=args.prepare_only, format=args.format, pack_full_images=args.pack_full_images,
+                      pack_layout=args.pack_layout, report=not args.no_report)

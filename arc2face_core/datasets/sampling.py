@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
@@ -33,6 +33,7 @@ GIVE_UP_FACTOR = 50             # stop after drawing this many candidates per wa
 DEFAULT_JITTER_FLOOR = 0.7
 
 Proposal = Callable[[torch.Generator, int], torch.Tensor]   # (generator, n) -> [n, 512] float32 rows, any norm
+Closeness = Callable[[torch.Tensor], torch.Tensor]   # unit rows [B, 512] -> [B]: each one's largest cosine to a set
 
 
 def random_directions(generator: torch.Generator, count: int) -> torch.Tensor:
@@ -46,8 +47,10 @@ class SampledIdentities:
 
     embeds: torch.Tensor        # [count, 512] float32 unit rows
     candidates: int             # proposals drawn
-    rejected: int               # proposals refused by the uniqueness rule (before the last kept one)
+    rejected: int               # proposals refused (before the last kept one), the excluded ones included
     max_similarity: float       # the largest cosine between two kept identities (-1.0 for a single one)
+    excluded: int = 0           # proposals refused for their closeness to the excluded set (before the last kept one)
+    exclude_max_similarity: Optional[float] = None   # the kept identities' largest cosine to the excluded set
 
 
 def check_threshold(threshold: float, name: str = "the identity threshold") -> float:
@@ -94,11 +97,15 @@ def _greedy_within(gram: torch.Tensor, ok: torch.Tensor, threshold: float) -> to
 
 
 def unique_identities(count: int, seed: int, threshold: float = UNIQUE_THRESHOLD,
-                      propose: Proposal = random_directions, device: str | torch.device = "cpu") -> SampledIdentities:
+                      propose: Proposal = random_directions, device: str | torch.device = "cpu",
+                      exclude: Optional[Closeness] = None, exclude_threshold: float = UNIQUE_THRESHOLD
+                      ) -> SampledIdentities:
     """``count`` unit identities, pairwise cosine below ``threshold``, from ``propose`` seeded with ``seed``.
 
     The proposals are always drawn on the CPU (the same stream everywhere); ``device`` runs the comparisons (a GPU
-    makes 100,000 identities a matter of seconds)."""
+    makes 100,000 identities a matter of seconds). With ``exclude`` (``exclusion.ExcludedSet.closest``), a proposal
+    whose cosine to the excluded set reaches ``exclude_threshold`` is refused before the uniqueness rule, and the next
+    proposals take its place."""
     _check_count(count)
     threshold = check_threshold(threshold)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 64:
@@ -106,22 +113,32 @@ def unique_identities(count: int, seed: int, threshold: float = UNIQUE_THRESHOLD
     generator = torch.Generator("cpu").manual_seed(seed)
     kept = torch.empty(count, ARCFACE_DIM, device=device)
     filled, drawn, rejected, max_similarity = 0, 0, 0, -1.0
+    excluded, exclude_max = 0, -math.inf
     limit = count * GIVE_UP_FACTOR + CANDIDATE_BLOCK
     while filled < count:
         if drawn >= limit:
+            near = (f" ({excluded:,} of them were too close to the excluded identities: raise --exclude-threshold "
+                    "or sample farther from them)") if excluded else ""
             raise InvalidInputError(
                 f"only {filled} of {count} identities have pairwise similarity below {threshold} after {drawn:,} "
-                "candidates: the proposals are too close together. Ask for fewer identities, raise the threshold "
-                "or use a sampler with more spread (more PCA components).")
+                f"candidates{near}: the proposals are too close together. Ask for fewer identities, raise the "
+                "threshold or use a sampler with more spread (more PCA components).")
         block = _proposed_block(propose, generator).to(device)
         drawn += block.shape[0]
         closest = _max_against(block, kept[:filled])
+        allowed = closest < threshold
+        if exclude is not None:
+            outside = exclude(block)
+            allowed &= outside < exclude_threshold
         gram = block @ block.T
-        ok = _greedy_within(gram.cpu(), (closest < threshold).cpu(), threshold)
+        ok = _greedy_within(gram.cpu(), allowed.cpu(), threshold)
         taken = ok.nonzero().flatten()[:count - filled].to(device)
         if taken.numel():
             last = int(taken[-1])
             rejected += int((~ok[:last + 1]).sum())
+            if exclude is not None:
+                excluded += int((outside[:last + 1] >= exclude_threshold).sum())
+                exclude_max = max(exclude_max, outside[taken].max().item())
             inner = gram[taken][:, taken]
             pairs = torch.triu(torch.ones_like(inner, dtype=torch.bool), diagonal=1)
             inner_max = inner[pairs].max().item() if taken.numel() > 1 else -math.inf
@@ -130,7 +147,10 @@ def unique_identities(count: int, seed: int, threshold: float = UNIQUE_THRESHOLD
             filled += taken.numel()
         else:
             rejected += block.shape[0]
-    return SampledIdentities(kept.cpu(), drawn, rejected, float(max_similarity))
+            if exclude is not None:
+                excluded += int((outside >= exclude_threshold).sum())
+    return SampledIdentities(kept.cpu(), drawn, rejected, float(max_similarity), excluded,
+                             float(exclude_max) if exclude is not None else None)
 
 
 def check_jitter(strength: float, floor: float) -> tuple[float, float]:
