@@ -13,9 +13,10 @@ Layouts:
   records 1..n are the images (label: the class; JPEG at quality 95, as mxnet's ``pack_img`` defaults to); records
   n+1..n+K hold one class each, labels ``[its first image record, one past its last]``. ``property`` is
   ``K,height,width``. arcface_torch's ``MXFaceDataset`` reads images 1..header.label[0]-1.
-* ``dali``: the image records alone, keys 0..n-1, in a seeded shuffled order: what arcface_torch's
-  ``scripts/shuffle_rec.py`` writes and its README asks for before DALI. DALI's MXNet reader reads every record the
-  index lists (the header and range records would reach its JPEG decoder) and shuffles only within a buffer.
+* ``dali``: the image records alone, keys 0..n-1, in a seeded shuffled order: what insightface's
+  ``recognition/arcface_torch/scripts/shuffle_rec.py`` writes and arcface_torch's README asks for before DALI.
+  DALI's MXNet reader reads every record the index lists (the header and range records would reach its JPEG
+  decoder) and shuffles only within a buffer.
   ``MXFaceDataset`` reads this layout too (a header without labels: every key is an image). The order: records
   sorted by ``sha256(f"arc2face-pack/v1/{identity}/{image}")``.
 
