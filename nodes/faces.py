@@ -33,10 +33,9 @@ class Arc2FaceArcFaceLoader:
         }
 
     def load(self, provider: str, det_size: int, download_missing: bool = False):
-        import comfy.model_management as mm
-
         from ..arc2face_core.faces.analysis import load_face_analyzer
         from ..arc2face_core.faces.providers import resolve_providers
+        from .comfy_internals import model_management as mm
         from .comfy_paths import model_roots
 
         device = mm.get_torch_device()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from .comfy_internals import get, key, require
+from .comfy_internals import model_management as mm
+
 CATEGORY = "Arc2Face"
 MAX_RESOLUTION = 8192
 
@@ -20,8 +23,7 @@ class Arc2FaceSampler:
 
     @classmethod
     def INPUT_TYPES(cls):
-        import comfy.samplers
-
+        ksampler = get("comfy.samplers:KSampler")
         return {
             "required": {
                 "model": ("MODEL", {"tooltip": "The Arc2Face UNet from Arc2Face Model Loader (optionally patched)."}),
@@ -34,10 +36,10 @@ class Arc2FaceSampler:
                                               "ModelSamplingDiscrete = lcm, sampler lcm, scheduler simple, CFG 1.0.")}),
                 "cfg": ("FLOAT", {"default": 3.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
                                   "tooltip": "Classifier-free guidance scale (paper: 3.0; 1.0 with an LCM LoRA)."}),
-                "sampler_name": (comfy.samplers.KSampler.SAMPLERS, {
+                "sampler_name": (ksampler.SAMPLERS, {
                     "default": "dpmpp_2m", "tooltip": ("Sampling algorithm (paper: DPM-Solver++ 2M = dpmpp_2m; "
                                                        "lcm with an LCM LoRA, scheduler simple).")}),
-                "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {
+                "scheduler": (ksampler.SCHEDULERS, {
                     "default": "sgm_uniform", "tooltip": (
                         "Noise schedule. sgm_uniform gives the reference's DPMSolverMultistepScheduler timesteps "
                         "(999, 959, ... 40; sigmas within 0.2%). normal stops early (last sigma 0.029 instead of "
@@ -59,10 +61,6 @@ class Arc2FaceSampler:
 
     def sample(self, model, positive, negative, seed, steps, cfg, sampler_name, scheduler, width, height,
                images_per_id, latent_image=None, denoise=1.0):
-        import comfy.model_management as mm
-
-        import nodes as comfy_nodes  # ComfyUI's nodes.py (this pack's own package is a relative import)
-
         from ..arc2face_core.batching import (
             LAYOUT_KEY,
             IdentityLayout,
@@ -75,11 +73,13 @@ class Arc2FaceSampler:
 
         identities = identity_count([cond.shape[0] for cond, _ in positive], "positive")
         # Model patches (Expression, Reference Adapter) read which rows belong to which identity from here.
+        require("comfy.model_patcher:ModelPatcher.clone")
         model = model.clone()
-        model.model_options["transformer_options"][LAYOUT_KEY] = IdentityLayout(identities, images_per_id)
+        model.model_options[key("transformer_options")][LAYOUT_KEY] = IdentityLayout(identities, images_per_id)
         positive = expand_conditioning(positive, identities, images_per_id, "positive")
         negative = expand_conditioning(negative, identities, images_per_id, "negative")
         if images_per_id > 1 and identities > 1:
+            require("comfy.controlnet:ControlNet.copy", "comfy.controlnet:ControlBase.set_previous_controlnet")
             copies = {}   # one expanded chain shared by positive and negative, so they still batch together
             positive = _expand_control_hints(positive, identities, images_per_id, copies)
             negative = _expand_control_hints(negative, identities, images_per_id, copies)
@@ -89,12 +89,13 @@ class Arc2FaceSampler:
         else:
             latent = dict(latent_image)
             latent["samples"] = expand_latent(latent_image["samples"], identities, images_per_id)
-            if "noise_mask" in latent:
-                latent["noise_mask"] = expand_latent(latent["noise_mask"], identities, images_per_id)
-            if "batch_index" in latent:   # a slice of a bigger batch (Latent From Batch): keep its noise
-                latent["batch_index"] = expand_batch_index(latent["batch_index"], latent_image["samples"].shape[0],
-                                                           total)
-        return comfy_nodes.common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
+            mask, index = key("noise_mask"), key("batch_index")
+            if mask in latent:
+                latent[mask] = expand_latent(latent[mask], identities, images_per_id)
+            if index in latent:   # a slice of a bigger batch (Latent From Batch): keep its noise
+                latent[index] = expand_batch_index(latent[index], latent_image["samples"].shape[0], total)
+        # ComfyUI's nodes.py: the stock KSampler's own code
+        return get("nodes:common_ksampler")(model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
                                            latent, denoise=denoise)
 
 
@@ -126,8 +127,9 @@ def _expanded_control(control, identities: int, images_per_id: int, copies: dict
 def _expand_control_hints(conditioning: list, identities: int, images_per_id: int, copies: dict) -> list:
     out = []
     for cond, options in conditioning:
-        if options.get("control") is not None:
-            options = dict(options, control=_expanded_control(options["control"], identities, images_per_id, copies))
+        control = options.get(key("control"))
+        if control is not None:
+            options = dict(options, **{key("control"): _expanded_control(control, identities, images_per_id, copies)})
         out.append([cond, options])
     return out
 
