@@ -96,7 +96,7 @@ class Arc2FaceSampler:
                 latent[index] = expand_batch_index(latent[index], latent_image["samples"].shape[0], total)
         # ComfyUI's nodes.py: the stock KSampler's own code
         return get("nodes:common_ksampler")(model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
-                                           latent, denoise=denoise)
+                                            latent, denoise=denoise)
 
 
 def _expanded_control(control, identities: int, images_per_id: int, copies: dict):
