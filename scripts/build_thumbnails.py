@@ -4,7 +4,9 @@ ComfyUI's template browser shows ``<workflow>.jpg`` beside ``example_workflows/<
 tested build the URL ``/api/workflow_templates/<pack folder>/<workflow>.jpg``). No model output can be made where the
 pack is built, so each thumbnail shows what the workflow takes and does: its title, the Note's first sentence, and
 its graph (boxes where the nodes are, coloured by role, links coloured by type), labelled "node graph". The JPEG's
-comment records the SHA-256 of the workflow file it was drawn from, so a test can tell a stale thumbnail.
+comment records the SHA-256 of the workflow file it was drawn from, so a test can tell a stale thumbnail. The graph
+fills the top (frontend 1.58.1 lays a "Node graph" badge over the top-left corner and both frontends print the name
+under the card), the Note's sentence and the legend the bottom.
 
     python scripts/build_thumbnails.py
 """
@@ -22,7 +24,7 @@ from PIL import Image, ImageDraw, ImageFont
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / "example_workflows"
 SIZE = 512
-HEADER, FOOTER, MARGIN = 92, 46, 14
+MARGIN, GRAPH_BOTTOM = 14, 392   # the graph panel: MARGIN..GRAPH_BOTTOM; below it the sentence and the legend
 BACKGROUND, PANEL, TEXT, DIM = (24, 24, 28), (38, 38, 44), (236, 236, 240), (160, 160, 170)
 ROLE_COLOURS = {"input": (52, 110, 190), "arc2face": (124, 72, 190), "loader": (46, 130, 96),
                 "stock": (88, 88, 98), "output": (196, 120, 40)}
@@ -51,9 +53,10 @@ def _font(size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.load_default(size=size)
 
 
-def _first_sentence(note: str) -> str:
+def what_it_does(note: str) -> str:
+    """The Note's WHAT IT DOES line, up to its "-> outputs" part."""
     does = note.split("WHAT IT DOES: ", 1)[-1].split("\n", 1)[0]
-    return does.split(" -> ")[0].split(". ")[0].rstrip(".")
+    return does.split(" -> ")[0].rstrip(".")
 
 
 def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int, lines: int) -> list[str]:
@@ -87,18 +90,17 @@ def _bezier(a: tuple[float, float], b: tuple[float, float], steps: int = 16) -> 
 def draw_thumbnail(name: str, workflow: dict, object_info: dict) -> Image.Image:
     image = Image.new("RGB", (SIZE, SIZE), BACKGROUND)
     draw = ImageDraw.Draw(image)
-    title_font, text_font, small = _font(24), _font(15), _font(12)
+    text_font, small = _font(15), _font(12)
     note = next((n["widgets_values"][0] for n in workflow["nodes"] if n["type"] == "Note"), "")
-    draw.text((MARGIN, 10), name.replace("arc2face_", "Arc2Face ").replace("_", " "), fill=TEXT, font=title_font)
-    for row, line in enumerate(_wrap(draw, _first_sentence(note), text_font, SIZE - 2 * MARGIN, 3)):
-        draw.text((MARGIN, 42 + row * 17), line, fill=DIM, font=text_font)
+    for row, line in enumerate(_wrap(draw, what_it_does(note), text_font, SIZE - 2 * MARGIN, 3)):
+        draw.text((MARGIN, GRAPH_BOTTOM + 8 + row * 18), line, fill=TEXT, font=text_font)
 
     nodes = [n for n in workflow["nodes"] if n["type"] != "Note"]
     x0 = min(n["pos"][0] for n in nodes)
     y0 = min(n["pos"][1] - 30 for n in nodes)
     x1 = max(n["pos"][0] + n["size"][0] for n in nodes)
     y1 = max(n["pos"][1] + n["size"][1] for n in nodes)
-    area = (MARGIN, HEADER, SIZE - MARGIN, SIZE - FOOTER)
+    area = (MARGIN, MARGIN, SIZE - MARGIN, GRAPH_BOTTOM)
     scale = min((area[2] - area[0]) / (x1 - x0), (area[3] - area[1]) / (y1 - y0))
     ox = area[0] + ((area[2] - area[0]) - (x1 - x0) * scale) / 2 - x0 * scale
     oy = area[1] + ((area[3] - area[1]) - (y1 - y0) * scale) / 2 - y0 * scale

@@ -85,6 +85,28 @@ class Page:
         self.page.keyboard.press("Escape")
         self.page.evaluate(CLEAR)
 
+    def template_browser(self, pack: str) -> tuple[str, list[tuple[str, int, str]]]:
+        """Open the template browser on the pack's group: (the page's text, the thumbnails fetched: url, status,
+        content type). Cards load their thumbnails as they come into view, so only the first rows are fetched."""
+        fetched: list[tuple[str, int, str]] = []
+
+        def record(response) -> None:
+            if f"/workflow_templates/{pack}/" in response.url and response.url.endswith(".jpg"):
+                fetched.append((response.url, response.status, response.headers.get("content-type", "")))
+
+        self.page.on("response", record)
+        self.page.evaluate("() => window.app.extensionManager.command.execute('Comfy.BrowseTemplates')")
+        self.page.locator("[role=dialog]").get_by_text(pack, exact=True).first.click()
+        for _ in range(100):   # up to 10 s for the first thumbnails, then a moment for the rest of the rows
+            if fetched:
+                break
+            self.page.wait_for_timeout(100)
+        self.page.wait_for_timeout(1000)
+        text = self.page.locator("body").inner_text()
+        self.page.remove_listener("response", record)
+        self.page.keyboard.press("Escape")
+        return text, fetched
+
     def missing_models_old(self) -> set[tuple[str, str]]:
         """Frontend 1.27.10's dialog: one line "<folder> / <file>" per missing model."""
         dialog = self.page.locator("[role=dialog]").filter(has_text="Missing Models")

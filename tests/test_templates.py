@@ -127,7 +127,7 @@ def test_the_thumbnail_shows_the_graph_not_an_output():
     thumbnails = module("build_thumbnails")
     workflow = load("arc2face_basic")
     image = np.asarray(thumbnails.draw_thumbnail("arc2face_basic", workflow, SNAPSHOT))
-    panel = image[thumbnails.HEADER:thumbnails.SIZE - thumbnails.FOOTER]
+    panel = image[thumbnails.MARGIN:thumbnails.GRAPH_BOTTOM]
     for role, colour in thumbnails.ROLE_COLOURS.items():
         has_role = any(thumbnails.role(n["type"]) == role for n in workflow["nodes"] if n["type"] != "Note")
         present = bool((np.abs(panel.astype(int) - colour).sum(axis=-1) == 0).any())
