@@ -10,19 +10,16 @@ import os
 from pathlib import Path
 
 from ..arc2face_core.weights import ARC2FACE_FOLDER, INSIGHTFACE_FOLDER, ModelRoots
+from .comfy_internals import folder_paths
 
 
 def register_model_folders() -> None:
-    import folder_paths
-
     for name in (ARC2FACE_FOLDER, INSIGHTFACE_FOLDER):
         folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, name))
 
 
 def model_roots() -> ModelRoots:
     """Every folder registered for ``arc2face`` and ``insightface``, in ComfyUI's search order."""
-    import folder_paths
-
     def paths(name: str) -> list[Path]:
         entry = folder_paths.folder_names_and_paths.get(name)
         return [Path(p) for p in entry[0]] if entry else [Path(folder_paths.models_dir) / name]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+from .comfy_internals import folder_paths, get
+
 CATEGORY = "Arc2Face"
 OUTPUT_MARK = " [output]"
 
@@ -43,8 +45,6 @@ def _identity_files(root: str) -> list[str]:
 
 def _resolve(name: str) -> str:
     """The file behind a listed name, kept inside its folder (input, or output when annotated)."""
-    import folder_paths
-
     from ..arc2face_core.weights import safe_join
 
     if name.endswith(OUTPUT_MARK):
@@ -76,9 +76,6 @@ class Arc2FaceSaveEmbeddings:
         }
 
     def save(self, embeds, filename_prefix: str, prompt=None):
-        import folder_paths
-        from comfy.cli_args import args
-
         from ..arc2face_core.errors import InvalidInputError
         from ..arc2face_core.identity.files import save_embeddings
 
@@ -91,7 +88,7 @@ class Arc2FaceSaveEmbeddings:
         folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, output)
         name = f"{filename}_{counter:05}_.safetensors"
         source = {"made_by": "ComfyUI Save Embeddings"}
-        if prompt is not None and not args.disable_metadata:
+        if prompt is not None and not get("comfy.cli_args:args").disable_metadata:
             source["prompt"] = prompt
         save_embeddings(os.path.join(folder, name), embeds, source)
         return {"ui": {"embeddings": [{"filename": name, "subfolder": subfolder, "type": "output"}]}}
@@ -109,8 +106,6 @@ class Arc2FaceLoadEmbeddings:
 
     @classmethod
     def INPUT_TYPES(cls):
-        import folder_paths
-
         files = _identity_files(folder_paths.get_input_directory())
         files += [f"{name}{OUTPUT_MARK}" for name in _identity_files(folder_paths.get_output_directory())]
         return {

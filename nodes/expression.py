@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from .comfy_internals import get, key, require
+from .comfy_internals import model_management as mm
 from .comfy_paths import download_switch
 from .face_parameters import CROP_LANDMARKS, CROP_LANDMARKS_TOOLTIP, crop_landmarker
 from .faces import FACE_CHOICES
@@ -43,21 +45,19 @@ class Arc2FaceExpressionAdapterLoader:
         return files_state(EXPRESSION_ADAPTER, roots=model_roots().arc2face)
 
     def load(self, download_missing: bool = False):
-        import comfy.model_management as mm
-        import comfy.model_patcher
-
         from ..arc2face_core.expression.adapter import load_expression_adapter
         from ..arc2face_core.weights import EXPRESSION_ADAPTER, HF_URL, find_weight
         from .comfy_paths import model_roots
 
         path = find_weight(EXPRESSION_ADAPTER, model_roots().arc2face, download=download_missing)
         adapter = load_expression_adapter(path, source=HF_URL)
-        return (comfy.model_patcher.ModelPatcher(adapter, load_device=mm.get_torch_device(),
-                                                 offload_device=mm.unet_offload_device()),)
+        return (get("comfy.model_patcher:ModelPatcher")(adapter, load_device=mm.get_torch_device(),
+                                                        offload_device=mm.unet_offload_device()),)
 
 
 def _cross_attention_layers(model) -> dict[tuple, int]:
     """{ComfyUI attn2 key: inner width} of every cross-attention layer of the model's UNet."""
+    require("comfy.model_patcher:ModelPatcher.get_model_object")
     unet = model.get_model_object("diffusion_model")
     layers = {}
     for name, blocks in (("input", unet.input_blocks), ("output", unet.output_blocks), ("middle", [unet.middle_block])):
@@ -77,7 +77,7 @@ class _ExpressionState:
         self._kv = {}   # (layer, batch layout, device, dtype) → keys/values: computed once, reused every step
 
     def active(self, extra_options) -> bool:
-        sigmas = extra_options.get("sigmas")
+        sigmas = extra_options.get(key("sigmas"))
         if sigmas is None:
             return True
         sigma = float(sigmas.detach().flatten()[0])
@@ -87,13 +87,13 @@ class _ExpressionState:
         from ..arc2face_core.batching import LAYOUT_KEY
         from ..arc2face_core.expression.adapter import expression_tokens_for_batch
 
-        cond_or_uncond, layout = extra_options["cond_or_uncond"], extra_options.get(LAYOUT_KEY)
-        key = (layer_id, tuple(cond_or_uncond), layout, q.shape[0], q.device, q.dtype)
-        if key not in self._kv:
+        cond_or_uncond, layout = extra_options[key("cond_or_uncond")], extra_options.get(LAYOUT_KEY)
+        cached = (layer_id, tuple(cond_or_uncond), layout, q.shape[0], q.device, q.dtype)
+        if cached not in self._kv:
             tokens = expression_tokens_for_batch(self.adapter.project(self.expressions), self.adapter.zero_tokens(),
                                                  cond_or_uncond, q.shape[0], layout)
-            self._kv[key] = tuple(t.to(q.device, q.dtype) for t in self.adapter.kv(layer_id, tokens))
-        return self._kv[key]
+            self._kv[cached] = tuple(t.to(q.device, q.dtype) for t in self.adapter.kv(layer_id, tokens))
+        return self._kv[cached]
 
     def __deepcopy__(self, memo):
         # ComfyUI deep-copies model_options on every clone(); the adapter's weights and the K/V cache are shared.
@@ -104,18 +104,17 @@ class _ExpressionAttention:
     """The attn2 replacement of one layer: text attention (or the patch already there) + weight · expression branch."""
 
     def __init__(self, state: _ExpressionState, layer_id: int, previous=None):
-        from comfy.ldm.modules.attention import optimized_attention
-
         from ..arc2face_core.expression.adapter import add_expression_attention
 
         self.state, self.layer_id, self.previous = state, layer_id, previous
-        self._attention, self._add_expression = optimized_attention, add_expression_attention
+        self._attention = get("comfy.ldm.modules.attention:optimized_attention")
+        self._add_expression = add_expression_attention
 
     def __call__(self, q, k, v, extra_options):
-        heads = extra_options["n_heads"]
+        heads = extra_options[key("n_heads")]
 
         def attention(q_, k_, v_, heads_):   # ComfyUI's kernel, called as its own CrossAttention calls it
-            return self._attention(q_, k_, v_, heads_, attn_precision=extra_options.get("attn_precision"),
+            return self._attention(q_, k_, v_, heads_, attn_precision=extra_options.get(key("attn_precision")),
                                    transformer_options=extra_options)
 
         out = self.previous(q, k, v, extra_options) if self.previous else attention(q, k, v, heads)
@@ -161,17 +160,22 @@ class Arc2FaceExpressionAdapter:
         if start_percent > end_percent:
             raise InvalidInputError(f"start_percent ({start_percent}) is after end_percent ({end_percent}): the "
                                     "adapter would never act")
+        require("comfy.model_patcher:ModelPatcher.clone", "comfy.model_patcher:ModelPatcher.set_model_attn2_replace",
+                "comfy.model_patcher:ModelPatcher.set_additional_models",
+                "comfy.model_patcher:ModelPatcher.get_additional_models_with_key",
+                "comfy.model_sampling:ModelSamplingDiscrete.percent_to_sigma")
         core = adapter.model
         expression = validate_expressions(expression, core.expression_dim)
-        context_dim = model.model.model_config.unet_config.get("context_dim")
+        context_dim = model.model.model_config.unet_config.get(key("context_dim"))
         layer_ids = check_fits(core, _cross_attention_layers(model), context_dim=context_dim)
         patched = model.clone()
         sampling = patched.get_model_object("model_sampling")
         state = _ExpressionState(core, expression, weight, sampling.percent_to_sigma(start_percent),
                                  sampling.percent_to_sigma(end_percent))
-        existing = patched.model_options["transformer_options"].get("patches_replace", {}).get("attn2", {})
-        for key, layer_id in layer_ids.items():
-            target = key + (0,) if key + (0,) in existing else key   # ComfyUI looks up (block, number, 0) first
+        replaced = patched.model_options[key("transformer_options")].get(key("patches_replace"), {})
+        existing = replaced.get(key("attn2"), {})
+        for layer, layer_id in layer_ids.items():
+            target = layer + (0,) if layer + (0,) in existing else layer   # ComfyUI looks up (block, number, 0) first
             patched.set_model_attn2_replace(_ExpressionAttention(state, layer_id, existing.get(target)), *target)
         patched.set_additional_models(ADDITIONAL_MODELS_KEY,
                                       patched.get_additional_models_with_key(ADDITIONAL_MODELS_KEY) + [adapter])
@@ -220,8 +224,6 @@ class Arc2FaceExpressionFromImage:
 
     def read(self, arcface, image, face: str, channel_order: str,
              crop_landmarks: str = "auto (MediaPipe if installed)"):
-        import comfy.model_management as mm
-
         from ..arc2face_core.expression.from_photo import expressions_from_photos
         from ..arc2face_core.faces.landmarks import landmark_model_for
         from ..arc2face_core.images import to_bgr_uint8_batch

@@ -81,13 +81,12 @@ class Arc2FaceFaceParametersFromPhoto:
 
     def read(self, arcface, image, face: str, channel_order: str,
              crop_landmarks: str = "auto (MediaPipe if installed)"):
-        import comfy.model_management as mm
-
         from ..arc2face_core.errors import InvalidInputError
         from ..arc2face_core.faces.landmarks import landmark_model_for
         from ..arc2face_core.images import to_bgr_uint8_batch
         from ..arc2face_core.pose.smirk_photo import face_parameters_from_photos
         from ..arc2face_core.weights import SMIRK, find_weight
+        from .comfy_internals import model_management as mm
         from .comfy_paths import model_roots
 
         if channel_order not in CHANNEL_ORDERS:

@@ -43,10 +43,9 @@ class Arc2FaceArcFaceLoader:
                 + files_state(ARCFACE_IN_ANTELOPEV2, DETECTOR, roots=roots.insightface))
 
     def load(self, provider: str, det_size: int, download_missing: bool = False):
-        import comfy.model_management as mm
-
         from ..arc2face_core.faces.analysis import load_face_analyzer
         from ..arc2face_core.faces.providers import resolve_providers
+        from .comfy_internals import model_management as mm
         from .comfy_paths import model_roots
 
         device = mm.get_torch_device()

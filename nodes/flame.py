@@ -23,19 +23,19 @@ def flame_patcher(path):
 
 def hints_to_image(hints):
     """uint8 [N, H, W, 3] hints -> ComfyUI IMAGE (float 0..1 on the intermediate device)."""
-    import comfy.model_management as mm
     import torch
+
+    from .comfy_internals import model_management as mm
 
     return (torch.from_numpy(hints).float() / 255).to(mm.intermediate_device())
 
 
 def render_flame(flame, params):
     """The FLAME hints of ``params`` with the model loaded where ComfyUI wants it."""
-    import comfy.model_management as mm
-
     from ..arc2face_core.errors import InvalidInputError
     from ..arc2face_core.pose.flame import FlameModel
     from ..arc2face_core.pose.flame_hint import flame_normal_maps
+    from .comfy_internals import model_management as mm
 
     if not isinstance(getattr(flame, "model", None), FlameModel):
         raise InvalidInputError(f"flame must come from Arc2Face FLAME Loader, got {type(flame).__name__}")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from ..arc2face_core.identity.embeddings import ARCFACE_DIM
+from .comfy_internals import get, key
+from .comfy_internals import model_management as mm
 from .comfy_paths import download_switch
 
 CATEGORY = "Arc2Face"
@@ -17,9 +19,6 @@ def _torch_dtype(name: str):
 
 def load_encoder_patcher(weights, config, weight_dtype: str):
     """The ID encoder wrapped in a ModelPatcher, so ComfyUI moves it to the GPU when used and offloads it after."""
-    import comfy.model_management as mm
-    import comfy.model_patcher
-    import comfy.ops
     import torch
 
     from ..arc2face_core.identity.encoder import load_id_encoder
@@ -28,8 +27,8 @@ def load_encoder_patcher(weights, config, weight_dtype: str):
     dtype = _torch_dtype(weight_dtype)
     if dtype is None:  # auto: half precision on accelerators (as the reference), full precision on the CPU
         dtype = torch.float32 if mm.is_device_cpu(load_device) else mm.text_encoder_dtype(load_device)
-    encoder = load_id_encoder(weights, config, dtype=dtype, operations=comfy.ops.disable_weight_init)
-    return comfy.model_patcher.ModelPatcher(encoder, load_device=load_device, offload_device=offload_device)
+    encoder = load_id_encoder(weights, config, dtype=dtype, operations=get("comfy.ops:disable_weight_init"))
+    return get("comfy.model_patcher:ModelPatcher")(encoder, load_device=load_device, offload_device=offload_device)
 
 
 class Arc2FaceModelLoader:
@@ -64,8 +63,6 @@ class Arc2FaceModelLoader:
         return files_state(UNET, ENCODER, roots=model_roots().arc2face, beside=("config.json",))
 
     def load(self, weight_dtype: str, download_missing: bool = False):
-        import comfy.sd
-
         from ..arc2face_core.checkpoints import check_safetensors_file
         from ..arc2face_core.identity.encoder import find_id_encoder
         from ..arc2face_core.weights import HF_URL, UNET, find_weight
@@ -76,7 +73,7 @@ class Arc2FaceModelLoader:
         encoder_paths = find_id_encoder(roots.arc2face, download=download_missing)
         check_safetensors_file(unet_path, source=HF_URL)   # ComfyUI's loader would name no file
         dtype = _torch_dtype(weight_dtype)
-        model = comfy.sd.load_diffusion_model(str(unet_path), model_options={"dtype": dtype} if dtype else {})
+        model = get("comfy.sd:load_diffusion_model")(str(unet_path), model_options={"dtype": dtype} if dtype else {})
         return (model, load_encoder_patcher(*encoder_paths, weight_dtype))
 
 
@@ -103,7 +100,6 @@ class Arc2FaceEncoder:
         }
 
     def encode(self, encoder, embeds):
-        import comfy.model_management as mm
         import torch
 
         mm.load_models_gpu([encoder])
@@ -112,7 +108,7 @@ class Arc2FaceEncoder:
         out = mm.intermediate_device()
 
         def conditioning(cond, pooled_output):
-            return [[cond.to(out, torch.float32), {"pooled_output": pooled_output.to(out, torch.float32)}]]
+            return [[cond.to(out, torch.float32), {key("pooled_output"): pooled_output.to(out, torch.float32)}]]
 
         return (conditioning(positive, pooled), conditioning(negative, negative_pooled))
 

@@ -33,10 +33,10 @@ def cached_patcher(cache: dict, key: tuple, build: Callable[[], object]):
     """The ModelPatcher kept in ``cache`` under ``key``, or a new one around ``build()`` replacing whatever the cache
     held (one model per cache: a changed file is reloaded, the old model is let go)."""
     if key not in cache:
-        import comfy.model_management as mm
-        import comfy.model_patcher
+        from .comfy_internals import get
+        from .comfy_internals import model_management as mm
 
         cache.clear()
-        cache[key] = comfy.model_patcher.ModelPatcher(build(), load_device=mm.get_torch_device(),
-                                                      offload_device=mm.unet_offload_device())
+        cache[key] = get("comfy.model_patcher:ModelPatcher")(build(), load_device=mm.get_torch_device(),
+                                                             offload_device=mm.unet_offload_device())
     return cache[key]

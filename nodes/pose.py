@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .comfy_internals import get, key, require
 from .comfy_paths import download_switch
 
 CATEGORY = "Arc2Face"
@@ -34,8 +35,6 @@ class Arc2FaceControlNetLoader:
         return files_state(CONTROLNET, roots=model_roots().arc2face, beside=("config.json",))
 
     def load(self, download_missing: bool = False):
-        import comfy.controlnet
-
         from ..arc2face_core.checkpoints import check_safetensors_file
         from ..arc2face_core.errors import WrongModelError
         from ..arc2face_core.weights import CONTROLNET, HF_URL, find_weight
@@ -43,7 +42,7 @@ class Arc2FaceControlNetLoader:
 
         path = find_weight(CONTROLNET, model_roots().arc2face, download=download_missing)
         check_safetensors_file(path, source=HF_URL)   # ComfyUI's loader would name no file
-        control_net = comfy.controlnet.load_controlnet(str(path))
+        control_net = get("comfy.controlnet:load_controlnet")(str(path))
         if control_net is None:
             raise WrongModelError(f"ComfyUI did not recognise {path} as a ControlNet; is it Arc2Face's "
                                   "controlnet/diffusion_pytorch_model.safetensors?")
@@ -93,6 +92,8 @@ class Arc2FacePoseControlNet:
         check_hint_batch(hint.shape[0], identity_count([cond.shape[0] for cond, _ in positive]))
         if strength == 0:
             return (positive, negative)
+        require("comfy.controlnet:ControlNet.copy", "comfy.controlnet:ControlBase.set_cond_hint",
+                "comfy.controlnet:ControlBase.set_previous_controlnet")
         hint = hint.movedim(-1, 1)
         attached = {}   # previous ControlNet → our copy: positive and negative share it, so they batch together
 
@@ -100,14 +101,14 @@ class Arc2FacePoseControlNet:
             out = []
             for cond, options in conditioning:
                 options = dict(options)
-                previous = options.get("control")
+                previous = options.get(key("control"))
                 if previous not in attached:
                     control = control_net.copy().set_cond_hint(hint, strength, (start_percent, end_percent))
                     control.upscale_algorithm = HINT_UPSCALE
                     control.set_previous_controlnet(previous)
                     attached[previous] = control
-                options["control"] = attached[previous]
-                options["control_apply_to_uncond"] = False
+                options[key("control")] = attached[previous]
+                options[key("control_apply_to_uncond")] = False
                 out.append([cond, options])
             return out
 

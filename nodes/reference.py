@@ -7,6 +7,8 @@ with the UNet; an ``attn1_patch`` adds them to the conditional rows' keys and va
 
 from __future__ import annotations
 
+from .comfy_internals import get, key, require
+from .comfy_internals import model_management as mm
 from .comfy_paths import download_switch
 
 CATEGORY = "Arc2Face"
@@ -57,8 +59,8 @@ class _ReferenceState:
 
 
 def _block_key(extra_options) -> tuple:
-    block = extra_options.get("block")
-    return (block[0], block[1], extra_options.get("block_index", 0)) if block else ("?", 0, 0)
+    block = extra_options.get(key("block"))
+    return (block[0], block[1], extra_options.get(key("block_index"), 0)) if block else ("?", 0, 0)
 
 
 class _WriteTokens:
@@ -83,13 +85,13 @@ class _ReferenceAttention:
         from ..arc2face_core.errors import InvalidInputError
         from ..arc2face_core.reference.attention import extend_self_attention
 
-        banks, key = self.state.banks, _block_key(extra_options)
-        if key not in banks:
-            raise InvalidInputError(f"the Reference Adapter has no stored tokens for block {key}: the model sampled "
+        banks, block = self.state.banks, _block_key(extra_options)
+        if block not in banks:
+            raise InvalidInputError(f"the Reference Adapter has no stored tokens for block {block}: the model sampled "
                                     "is not the one it was applied to")
-        shape = extra_options.get("original_shape")
+        shape = extra_options.get(key("original_shape"))
         context, value = extend_self_attention(
-            context, value, banks[key], extra_options.get("cond_or_uncond"), extra_options.get(LAYOUT_KEY),
+            context, value, banks[block], extra_options.get(key("cond_or_uncond")), extra_options.get(LAYOUT_KEY),
             reference_size=banks.latent_size, generated_size=tuple(shape[2:]) if shape else None)
         return n, context, value
 
@@ -114,11 +116,10 @@ def _conditioning_tensor(positive):
 
 def _lora_patches(model, lora) -> dict:
     """The LoRA as ComfyUI patches on the model's keys (its diffusers names mapped through ComfyUI's own table)."""
-    import comfy.lora
-    import comfy.utils
     import torch
 
-    to_ldm = comfy.utils.unet_to_diffusers(model.model.model_config.unet_config)
+    require("comfy.model_patcher:ModelPatcher.model_state_dict")
+    to_ldm = get("comfy.utils:unet_to_diffusers")(model.model.model_config.unet_config)
     weights = model.model_state_dict()
     shapes, keys = {}, {}
     for name in lora.modules:
@@ -131,15 +132,16 @@ def _lora_patches(model, lora) -> dict:
     for name, module in lora.modules.items():
         flat.update({f"{name}.lora_up.weight": module.up, f"{name}.lora_down.weight": module.down,
                      f"{name}.alpha": torch.tensor(module.alpha)})
-    return comfy.lora.load_lora(flat, keys)
+    return get("comfy.lora:load_lora")(flat, keys)
 
 
 def _write_pass(model, samples, conditioning, sources):
     """The reference latents through the model as given (no Reference LoRA, no attention patches) at timestep 0."""
-    import comfy.model_management as mm
     import torch
 
     from ..arc2face_core.reference.banks import BankRecorder
+
+    require("comfy.model_base:BaseModel.process_latent_in", "comfy.model_base:BaseModel.get_dtype")
 
     mm.load_models_gpu([model])
     base = model.model
@@ -149,7 +151,7 @@ def _write_pass(model, samples, conditioning, sources):
     x = base.process_latent_in(samples[list(refs)]).to(device, dtype)
     context = conditioning[list(conds)].to(device, dtype)
     recorder = BankRecorder()
-    options = {"patches": {"attn1_patch": [_WriteTokens(recorder)]}}
+    options = {key("patches"): {key("attn1_patch"): [_WriteTokens(recorder)]}}
     with torch.no_grad():
         base.diffusion_model(x, torch.zeros(x.shape[0], device=device), context=context, transformer_options=options)
     return recorder.banks(tuple(samples.shape[2:]), device=mm.unet_offload_device())
@@ -186,9 +188,6 @@ class Arc2FaceReferenceAdapter:
         }
 
     def apply(self, model, ref_adapter, reference, positive, strength: float):
-        import comfy.model_management as mm
-        import comfy.model_patcher
-
         from ..arc2face_core.errors import InvalidInputError
         from ..arc2face_core.reference.banks import bank_sources, check_reference_latent
         from ..arc2face_core.reference.lora import check_strength
@@ -198,11 +197,16 @@ class Arc2FaceReferenceAdapter:
             raise InvalidInputError("reference must be a LATENT: the aligned photo through VAE Encode")
         samples = check_reference_latent(reference["samples"])
         cond = _conditioning_tensor(positive)
-        context_dim = model.model.model_config.unet_config.get("context_dim")
+        require("comfy.model_patcher:ModelPatcher.clone", "comfy.model_patcher:ModelPatcher.add_patches",
+                "comfy.model_patcher:ModelPatcher.set_model_attn1_patch",
+                "comfy.model_patcher:ModelPatcher.set_additional_models",
+                "comfy.model_patcher:ModelPatcher.get_additional_models_with_key")
+        context_dim = model.model.model_config.unet_config.get(key("context_dim"))
         if cond.shape[-1] != context_dim:
             raise InvalidInputError(f"positive has {cond.shape[-1]}-wide tokens, the model attends to {context_dim}: "
                                     "use the Arc2Face model and encoder together")
-        existing = model.model_options["transformer_options"].get("patches", {}).get("attn1_patch", [])
+        options = model.model_options[key("transformer_options")]
+        existing = options.get(key("patches"), {}).get(key("attn1_patch"), [])
         if any(isinstance(p, _ReferenceAttention) for p in existing):
             raise InvalidInputError("the model already has a Reference Adapter; apply it once (a batch of "
                                     "references gives one per identity)")
@@ -215,8 +219,8 @@ class Arc2FaceReferenceAdapter:
             raise InvalidInputError(f"only {len(applied)} of the LoRA's {len(ref_adapter.modules)} modules could be "
                                     "patched into this model")
         patched.set_model_attn1_patch(_ReferenceAttention(_ReferenceState(banks)))
-        holder = comfy.model_patcher.ModelPatcher(banks, load_device=mm.get_torch_device(),
-                                                  offload_device=mm.unet_offload_device())
+        holder = get("comfy.model_patcher:ModelPatcher")(banks, load_device=mm.get_torch_device(),
+                                                         offload_device=mm.unet_offload_device())
         patched.set_additional_models(ADDITIONAL_MODELS_KEY,
                                       patched.get_additional_models_with_key(ADDITIONAL_MODELS_KEY) + [holder])
         return (patched,)

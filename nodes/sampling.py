@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from .comfy_internals import get, key, require
+from .comfy_internals import model_management as mm
+
 CATEGORY = "Arc2Face"
 MAX_RESOLUTION = 8192
 
@@ -20,16 +23,11 @@ class Arc2FaceSampler:
 
     @classmethod
     def INPUT_TYPES(cls):
-        import comfy.samplers
-
-        return sampler_inputs(comfy.samplers.KSampler.SAMPLERS, comfy.samplers.KSampler.SCHEDULERS)
+        ksampler = get("comfy.samplers:KSampler")
+        return sampler_inputs(ksampler.SAMPLERS, ksampler.SCHEDULERS)
 
     def sample(self, model, positive, negative, seed, steps, cfg, sampler_name, scheduler, width, height,
                images_per_id, latent_image=None, denoise=1.0):
-        import comfy.model_management as mm
-
-        import nodes as comfy_nodes  # ComfyUI's nodes.py (this pack's own package is a relative import)
-
         from ..arc2face_core.batching import (
             LAYOUT_KEY,
             IdentityLayout,
@@ -42,11 +40,13 @@ class Arc2FaceSampler:
 
         identities = identity_count([cond.shape[0] for cond, _ in positive], "positive")
         # Model patches (Expression, Reference Adapter) read which rows belong to which identity from here.
+        require("comfy.model_patcher:ModelPatcher.clone")
         model = model.clone()
-        model.model_options["transformer_options"][LAYOUT_KEY] = IdentityLayout(identities, images_per_id)
+        model.model_options[key("transformer_options")][LAYOUT_KEY] = IdentityLayout(identities, images_per_id)
         positive = expand_conditioning(positive, identities, images_per_id, "positive")
         negative = expand_conditioning(negative, identities, images_per_id, "negative")
         if images_per_id > 1 and identities > 1:
+            require("comfy.controlnet:ControlNet.copy", "comfy.controlnet:ControlBase.set_previous_controlnet")
             copies = {}   # one expanded chain shared by positive and negative, so they still batch together
             positive = _expand_control_hints(positive, identities, images_per_id, copies)
             negative = _expand_control_hints(negative, identities, images_per_id, copies)
@@ -56,13 +56,14 @@ class Arc2FaceSampler:
         else:
             latent = dict(latent_image)
             latent["samples"] = expand_latent(latent_image["samples"], identities, images_per_id)
-            if "noise_mask" in latent:
-                latent["noise_mask"] = expand_latent(latent["noise_mask"], identities, images_per_id)
-            if "batch_index" in latent:   # a slice of a bigger batch (Latent From Batch): keep its noise
-                latent["batch_index"] = expand_batch_index(latent["batch_index"], latent_image["samples"].shape[0],
-                                                           total)
-        return comfy_nodes.common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
-                                           latent, denoise=denoise)
+            mask, index = key("noise_mask"), key("batch_index")
+            if mask in latent:
+                latent[mask] = expand_latent(latent[mask], identities, images_per_id)
+            if index in latent:   # a slice of a bigger batch (Latent From Batch): keep its noise
+                latent[index] = expand_batch_index(latent[index], latent_image["samples"].shape[0], total)
+        # ComfyUI's nodes.py: the stock KSampler's own code
+        return get("nodes:common_ksampler")(model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
+                                            latent, denoise=denoise)
 
 
 def _expanded_control(control, identities: int, images_per_id: int, copies: dict):
@@ -93,8 +94,9 @@ def _expanded_control(control, identities: int, images_per_id: int, copies: dict
 def _expand_control_hints(conditioning: list, identities: int, images_per_id: int, copies: dict) -> list:
     out = []
     for cond, options in conditioning:
-        if options.get("control") is not None:
-            options = dict(options, control=_expanded_control(options["control"], identities, images_per_id, copies))
+        control = options.get(key("control"))
+        if control is not None:
+            options = dict(options, **{key("control"): _expanded_control(control, identities, images_per_id, copies)})
         out.append([cond, options])
     return out
 

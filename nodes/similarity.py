@@ -80,11 +80,9 @@ class Arc2FaceFilterByIdentity:
         # Stock nodes (Save Image, Preview Image) fail on an empty batch: skip them, as ComfyUI means it to be done.
         logging.getLogger(__name__).warning("Filter by Identity: none of %d images reached %.8g (best %.8g); the "
                                             "nodes after it are skipped", len(scores), threshold[0], max(scores))
-        try:
-            from comfy_execution.graph_utils import ExecutionBlocker
-        except ImportError:   # a ComfyUI older than execution blocking (2024)
-            raise InvalidInputError(f"none of the {len(scores)} images reached the threshold {threshold[0]}") from None
-        return (ExecutionBlocker(None),)
+        from .comfy_internals import get
+
+        return (get("comfy_execution.graph_utils:ExecutionBlocker")(None),)
 
 
 NODE_CLASS_MAPPINGS = {"Arc2FaceIdentitySimilarity": Arc2FaceIdentitySimilarity,

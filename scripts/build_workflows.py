@@ -1,4 +1,4 @@
-"""Write the shipped UI-format workflows (workflows/*.json) from compact specs and the node-definition snapshot.
+"""Write the shipped UI-format workflows (example_workflows/*.json) from compact specs and the node-definition snapshot.
 
 Widget values are positional in the UI format; generating them from tests/data/object_info.json (taken from a real
 ComfyUI by scripts/snapshot_object_info.py) keeps every workflow in step with the nodes.
@@ -15,6 +15,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from workflow_models import models_for  # noqa: E402
 
 from builders.ui_workflows import (  # noqa: E402
     FILE_COMBOS,
@@ -27,9 +30,6 @@ from builders.ui_workflows import (  # noqa: E402
 
 VAE_FILE = "sd15_vae.safetensors"
 LCM_LORA = "lcm-lora-sdv1-5.safetensors"
-VAE_MODEL = {"name": VAE_FILE, "directory": "vae",
-             "url": "https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5/resolve/main/vae/"
-                    "diffusion_pytorch_model.safetensors"}
 ARC2FACE_HUB = "huggingface.co/FoivosPar/Arc2Face"
 ANTELOPEV2 = "insightface's antelopev2 pack (non-commercial research only)"
 # What each node type reads from disk, for the Note of every workflow that uses it (values: the node's widgets).
@@ -86,8 +86,7 @@ def common_head(image_file: str) -> list[NodeSpec]:
         NodeSpec(4, "Arc2FaceArcFaceEmbed", (380, 220), {"face": "largest"}, size=(280, 100)),
         NodeSpec(5, "PreviewImage", (380, 380), title="Aligned faces", size=(280, 280)),
         NodeSpec(6, "Arc2FaceEncoder", (720, 40), size=(240, 60)),
-        NodeSpec(8, "VAELoader", (720, 420), {"vae_name": VAE_FILE}, properties={"models": [VAE_MODEL]},
-                 size=(300, 60)),
+        NodeSpec(8, "VAELoader", (720, 420), {"vae_name": VAE_FILE}, size=(300, 60)),
         NodeSpec(9, "VAEDecode", (1400, 0), size=(200, 50)),
         NodeSpec(10, "SaveImage", (1640, 0), {"filename_prefix": "arc2face"}, size=(400, 420)),
     ]
@@ -455,9 +454,14 @@ def note_text(name: str, nodes: list[NodeSpec]) -> str:
 
 
 def build(name: str, object_info: dict) -> dict:
-    """The UI workflow ``name``: its spec, a Note (what / files / try first) and the automatic tidy layout."""
+    """The UI workflow ``name``: its spec, its loaders' model metadata, a Note (what / files / try first) and the
+    automatic tidy layout."""
     nodes, links = WORKFLOWS[name]()
     nodes = [spec for spec in nodes if spec.type not in VIRTUAL_NODES]
+    for spec in nodes:   # ComfyUI's model metadata: the web UI offers the download of a missing file
+        models = models_for(spec.type, spec.values)
+        if models:
+            spec.properties = dict(spec.properties, models=models)
     note_id = max(spec.id for spec in nodes) + 1
     nodes.append(NodeSpec(note_id, "Note", (0, 0), {"text": note_text(name, nodes)}, title="Read me"))
     return build_ui_workflow(nodes, links, object_info)
@@ -465,7 +469,7 @@ def build(name: str, object_info: dict) -> dict:
 
 def main() -> None:
     object_info = json.loads((REPO / "tests" / "data" / "object_info.json").read_text())
-    out_dir = REPO / "workflows"
+    out_dir = REPO / "example_workflows"
     out_dir.mkdir(exist_ok=True)
     for name in WORKFLOWS:
         workflow = build(name, object_info)
@@ -473,7 +477,7 @@ def main() -> None:
         if problems:
             raise SystemExit(f"{name}: " + "; ".join(problems))
         (out_dir / f"{name}.json").write_text(json.dumps(workflow, indent=1) + "\n")
-        print(f"wrote workflows/{name}.json ({len(workflow['nodes'])} nodes, {len(workflow['links'])} links)")
+        print(f"wrote example_workflows/{name}.json ({len(workflow['nodes'])} nodes, {len(workflow['links'])} links)")
 
 
 if __name__ == "__main__":

@@ -20,11 +20,11 @@ REPO = Path(__file__).resolve().parents[1]
 SNAPSHOT = json.loads((REPO / "tests" / "data" / "object_info.json").read_text())
 REQUIRED = {"arc2face_basic", "arc2face_average", "arc2face_blend", "arc2face_ksampler", "arc2face_pose",
             "arc2face_pose_angles", "arc2face_expression", "arc2face_expression_manual", "arc2face_identity_check"}
-SHIPPED = sorted(p.stem for p in (REPO / "workflows").glob("*.json"))
+SHIPPED = sorted(p.stem for p in (REPO / "example_workflows").glob("*.json"))
 
 
 def load(name: str) -> dict:
-    return json.loads((REPO / "workflows" / f"{name}.json").read_text())
+    return json.loads((REPO / "example_workflows" / f"{name}.json").read_text())
 
 
 def by_type(workflow: dict, node_type: str) -> list[dict]:
@@ -153,7 +153,7 @@ def generator():
 
 def test_committed_workflows_equal_the_generator_output():
     module = generator()
-    assert {p.stem for p in (REPO / "workflows").glob("*.json")} == set(module.WORKFLOWS)
+    assert {p.stem for p in (REPO / "example_workflows").glob("*.json")} == set(module.WORKFLOWS)
     for name in module.WORKFLOWS:
         assert module.build(name, SNAPSHOT) == load(name), f"run scripts/build_workflows.py ({name})"
 

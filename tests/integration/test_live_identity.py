@@ -40,7 +40,7 @@ def test_node_definition_snapshot_is_current(object_info):
 
 
 def _workflow_prompt(name: str, object_info: dict) -> dict:
-    workflow = json.loads((REPO / "workflows" / f"{name}.json").read_text())
+    workflow = json.loads((REPO / "example_workflows" / f"{name}.json").read_text())
     assert check_ui_workflow(workflow, object_info, FILE_COMBOS) == []
     prompt = ui_to_api(workflow, object_info)
     width, height = SIZES.get(name, (64, 64))

@@ -43,7 +43,7 @@ def test_reference_patch_equals_diffusers_inside_comfyui(comfy_install):
 
 def _workflow_prompt(name: str, object_info: dict) -> dict:
     """A shipped workflow at test size: 64 px images and a 64 px aligned reference (the size it generates)."""
-    workflow = json.loads((REPO / "workflows" / f"{name}.json").read_text())
+    workflow = json.loads((REPO / "example_workflows" / f"{name}.json").read_text())
     assert check_ui_workflow(workflow, object_info, FILE_COMBOS) == []
     prompt = ui_to_api(workflow, object_info)
     for node in prompt.values():

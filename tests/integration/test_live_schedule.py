@@ -62,7 +62,7 @@ def test_the_sampler_default_schedule_is_the_reference(object_info, comfy_sigmas
 def test_every_shipped_dpmpp_workflow_samples_on_the_reference_schedule(object_info, comfy_sigmas,
                                                                          reference_sigmas):
     checked = []
-    for path in sorted((REPO / "workflows").glob("*.json")):
+    for path in sorted((REPO / "example_workflows").glob("*.json")):
         prompt = ui_to_api(json.loads(path.read_text()), object_info)
         for node in prompt.values():
             inputs = node["inputs"]

@@ -209,7 +209,7 @@ def test_save_embeddings_refuses_a_prefix_that_would_hide_the_file(comfy, prefix
 def test_the_identity_check_workflow_filters_what_it_reports(comfy, object_info):
     from builders.ui_workflows import FILE_COMBOS, check_ui_workflow, ui_to_api
 
-    workflow = json.loads((REPO / "workflows" / "arc2face_identity_check.json").read_text())
+    workflow = json.loads((REPO / "example_workflows" / "arc2face_identity_check.json").read_text())
     assert check_ui_workflow(workflow, object_info, FILE_COMBOS) == []
     prompt = ui_to_api(workflow, object_info)
     for node in prompt.values():
