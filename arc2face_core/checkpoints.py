@@ -158,6 +158,22 @@ def check_safetensors_file(path: str | os.PathLike, *, source: str | None = None
         ) from exc
 
 
+def safetensors_bytes(tensors: Mapping[str, torch.Tensor], metadata: Optional[Mapping[str, str]] = None) -> bytes:
+    """A safetensors file's bytes, the same in every process: the library's layout with the header's keys sorted.
+
+    ``safetensors.torch.save`` writes the metadata in hash-map order, which Rust seeds per process, so the same
+    tensors and metadata gave files that differ byte for byte. The header is re-encoded here with sorted keys and
+    padded with spaces to a multiple of 8 bytes, as the library pads it; the tensors' bytes follow unchanged (their
+    offsets are relative to the end of the header)."""
+    from safetensors.torch import save
+
+    data = save(dict(tensors), metadata=dict(metadata) if metadata is not None else None)
+    length = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8:8 + length]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    return len(header).to_bytes(8, "little") + header + data[8 + length:]
+
+
 def as_state_dict(obj: Any, path: str | os.PathLike, *, what: str = "state dict") -> StateDict:
     """Check that ``obj`` is a flat ``{name: tensor}`` mapping and return it as a dict."""
     if not isinstance(obj, Mapping) or not obj:

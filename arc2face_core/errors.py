@@ -41,3 +41,11 @@ class ProviderError(Arc2FaceError):
 
 class MissingPackageError(Arc2FaceError, ImportError):
     """An optional Python package that the chosen option needs is not installed."""
+
+
+class WriteFailedError(Arc2FaceError):
+    """A file could not be written (a full disk, no permission); no partial file is left behind."""
+
+
+class DamagedFileError(Arc2FaceError):
+    """A file the pack wrote earlier (a dataset's record or image) was changed or cut short since."""

@@ -11,6 +11,7 @@ workers (one CPU each) and this process compute alike.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -76,11 +77,9 @@ def pixels(path: Path) -> np.ndarray:
 
 
 def files_of(out: Path) -> dict[str, bytes]:
-    """Every file of a dataset folder by relative path: the bytes, except dataset.json without its creation time and
-    identities.safetensors as its tensor and metadata (safetensors writes metadata keys in a per-process order);
-    without the run log and report.md, which hold each run's timing (the report's pictures are compared)."""
-    from arc2face_core.identity.files import read_metadata
-
+    """Every file of a dataset folder by relative path: the bytes (identities.safetensors too), except dataset.json
+    without its creation time; without the run log and report.md, which hold each run's timing (the report's
+    pictures are compared)."""
     found = {}
     for path in sorted(out.rglob("*")):
         if path.is_file() and path.name not in ("runs.jsonl", "report.md"):
@@ -89,9 +88,6 @@ def files_of(out: Path) -> dict[str, bytes]:
                 record = json.loads(data)
                 record.pop("created")
                 data = json.dumps(record).encode()
-            elif path.name == "identities.safetensors":
-                data = load_embeddings(path)[0].numpy().tobytes() + json.dumps(read_metadata(path),
-                                                                                sort_keys=True).encode()
             found[path.relative_to(out).as_posix()] = data
     return found
 
@@ -138,6 +134,7 @@ def test_layout_and_manifest(reference):
         assert row["file"] == f"{row['identity']:05d}/{row['image']:03d}.png"
         assert row["seed"] == documented_seed(7, row["identity"], row["image"], 0)
         assert row["attempt"] == 0 and row["dropped"] is False and row["tries"] == [row["similarity"]]
+        assert row["sha256"] == hashlib.sha256((reference / row["file"]).read_bytes()).hexdigest()   # --verify's
     settings = json.loads((reference / "dataset.json").read_text())["settings"]
     assert settings["identities"] == 5 and settings["seed"] == 7 and settings["cpu_threads"] == 1
     identities, source = load_embeddings(reference / "identities.safetensors")
@@ -308,7 +305,8 @@ def _running_ray_tasks(title: bytes = b"ray::_make_batches") -> list[int]:
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds Ray's worker processes through /proc")
 def test_a_local_ray_run_with_a_lost_worker_equals_the_sequential_run(whole, models, tiny_vae_folder, tmp_path):
     """ray.init(num_cpus=2): two workers of one CPU each make the six batches. Once the first batch is recorded, one
-    worker is killed; Ray runs its task again, which skips the batches already done."""
+    worker is killed; Ray runs its task again, which skips the batches already done. Before, workers of more threads
+    than a node has CPUs are refused without writing anything, so the run that follows starts in the same folder."""
     import threading
 
     ray = pytest.importorskip("ray")
@@ -316,6 +314,9 @@ def test_a_local_ray_run_with_a_lost_worker_equals_the_sequential_run(whole, mod
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     killed, result = [], {}
     try:
+        # workers of 3 threads cannot fit on a node of 2 CPUs: refused before the folder is touched
+        assert run(models, tiny_vae_folder, out, *RECIPE, "--ray", "--cpu-threads", "3") == 2
+        assert not out.exists()
         runner = threading.Thread(target=lambda: result.update(code=run(models, tiny_vae_folder, out, *RECIPE,
                                                                         "--ray")))
         runner.start()
@@ -503,6 +504,7 @@ def test_a_failed_first_run_leaves_no_recipe_behind(models, tiny_vae_folder, tmp
     (("--identities", "2", "--exclude-threshold", "0.4"), "--exclude-threshold needs --exclude-identities"),
     (("--identities", "2", "--exclude-identities", "people.safetensors", "--exclude-threshold", "0"),
      "--exclude-threshold must be a cosine similarity in (0, 1]"),
+    (("--identities", "2", "--pca", "nowhere"), "--pca nowhere does not exist"),    # found before writing anything
 ])
 def test_bad_dataset_options_are_refused(models, tiny_vae_folder, tmp_path, capsys, extra, message):
     if "--embeddings" in extra:

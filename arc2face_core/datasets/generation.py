@@ -11,7 +11,8 @@ done (see ``store``); the PNGs are encoded on background threads while the next 
 Manifest row: ``identity``, ``image`` (0-based indices), ``file`` (relative to the dataset folder; null when
 dropped), ``seed`` (of the kept or last attempt), ``attempt``, ``similarity`` (ArcFace cosine of the image to its
 identity; -1.0 without a face; null with ``--no-similarity``), ``dropped``, ``tries`` (every attempt's score),
-``batch`` and, with jitter, ``jitter_similarity`` (the cosine of the image's vector to its identity).
+``batch``, with jitter ``jitter_similarity`` (the cosine of the image's vector to its identity), and for a kept
+image ``sha256``, its PNG file's hash (what ``--verify`` checks).
 """
 
 from __future__ import annotations
@@ -123,11 +124,13 @@ class DatasetMaker:
         written only once all its images are (see ``store``), so a kill at any moment loses nothing recorded."""
         stats = RunStats()
         start = time.perf_counter()
-        writing: Optional[tuple[Batch, list[dict], list[Future]]] = None
+        writing: Optional[tuple[Batch, list[dict], dict[tuple[int, int], Future]]] = None
 
-        def finish(batch: Batch, rows: list[dict], futures: list[Future]) -> None:
-            for future in futures:
-                future.result()          # a failed write (disk full...) stops the run here, its batch unrecorded
+        def finish(batch: Batch, rows: list[dict], futures: dict[tuple[int, int], Future]) -> None:
+            hashes = {key: future.result() for key, future in futures.items()}   # a failed write (disk full...)
+            for row in rows:                                                    # stops the run here, unrecorded
+                if row["file"] is not None:
+                    row["sha256"] = hashes[(row["identity"], row["image"])]
             self.store.finish_batch(batch.index, rows)
             if advance is not None:
                 advance(len(rows))
@@ -140,8 +143,7 @@ class DatasetMaker:
                 rows, generated, kept = self.make_batch(batch)
                 if writing is not None:
                     finish(*writing)
-                futures = [pool.submit(self.store.write_image, identity, image, pixels)
-                           for (identity, image), pixels in kept.items()]
+                futures = {key: pool.submit(self.store.write_image, *key, pixels) for key, pixels in kept.items()}
                 writing = (batch, rows, futures)
                 stats.batches += 1
                 stats.generated += generated

@@ -91,8 +91,7 @@ def _sample(config: DatasetConfig, out: Path, analyzer_factory: AnalyzerFactory)
     propose, info["sampler"] = None, "unique random unit vectors"
     if config.pca is not None:
         pca = pca_from_source(config.pca, config.pca_components, analyzer_factory)
-        if not (out / PCA_FILE).exists():
-            pca.save(out / PCA_FILE)   # kept beside the dataset for reuse (--pca DIR/identity_pca.safetensors)
+        publish(out / PCA_FILE, pca.to_bytes())   # kept beside the dataset for reuse (--pca DIR/identity_pca...)
         propose = pca.propose
         info.update(sampler="pca", pca_components=pca.rank, pca_samples=pca.samples, pca_source=pca.source)
     device = "cuda" if torch.cuda.is_available() else "cpu"   # only the comparisons; the draws stay on the CPU

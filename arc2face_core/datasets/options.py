@@ -55,10 +55,15 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
                      help="make only the I-th of N parts (I from 0; whole batches), e.g. a Slurm array task")
     run.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                      help="run the batches as Ray tasks: one per GPU of the cluster (else per --cpu-threads CPUs); "
-                          "ADDRESS of a running cluster ('auto': this machine's), or none for a local one")
+                          "ADDRESS of a running cluster ('auto': this machine's), or none for a new local one "
+                          "(RAY_ADDRESS's cluster when that is set)")
     run.add_argument("--cpu-threads", type=int, default=None, metavar="T",
                      help="torch threads of every run on the CPU (and CPUs per Ray worker), recorded in dataset.json: "
                           "bit-identical files need one thread count (default: the dataset's, else torch's)")
+    run.add_argument("--verify", action="store_true",
+                     help="read back every image of the batches already made (in this run's --shard): missing, cut "
+                          "short, not the recorded SHA-256 or the wrong size; a batch with a damaged image is made "
+                          "again")
     run.add_argument("--prepare-only", action="store_true",
                      help="write dataset.json and identities.safetensors, make no images (before a Slurm array)")
     output = parser.add_argument_group("what a finished dataset gets")
@@ -102,4 +107,4 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         raise InvalidInputError("--pack-full-images and --pack-layout go with --format rec")
     return RunOptions(shard=parse_shard(args.shard), ray=args.ray is not None, ray_address=args.ray or None,
                       prepare_only=args.prepare_only, format=args.format, pack_full_images=args.pack_full_images,
-                      pack_layout=args.pack_layout, report=not args.no_report)
+                      pack_layout=args.pack_layout, report=not args.no_report, verify=args.verify)

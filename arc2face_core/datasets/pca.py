@@ -70,16 +70,20 @@ class IdentityPCA:
         z = torch.randn(count, self.rank, generator=generator, dtype=torch.float32) * self.variances.sqrt()
         return self.mean + z @ self.components
 
+    def to_bytes(self) -> bytes:
+        """The PCA file's bytes (safetensors; the same in every process, see ``checkpoints.safetensors_bytes``)."""
+        from ..checkpoints import safetensors_bytes
+
+        tensors = {"mean": self.mean.contiguous(), "components": self.components.contiguous(),
+                   "variances": self.variances.contiguous()}
+        return safetensors_bytes(tensors, {"format": PCA_FORMAT, "samples": str(self.samples),
+                                           "source": json.dumps(self.source)})
+
     def save(self, path: str | os.PathLike) -> Path:
-        from safetensors.torch import save_file
+        from .store import write_atomic
 
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        save_file({"mean": self.mean.contiguous(), "components": self.components.contiguous(),
-                   "variances": self.variances.contiguous()}, str(tmp),
-                  metadata={"format": PCA_FORMAT, "samples": str(self.samples), "source": json.dumps(self.source)})
-        os.replace(tmp, path)
+        write_atomic(path, self.to_bytes())
         return path
 
     @classmethod

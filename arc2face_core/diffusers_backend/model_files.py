@@ -10,7 +10,7 @@ from typing import Optional
 
 import torch
 
-from ..checkpoints import BackgroundRead
+from ..checkpoints import BackgroundRead, check_safetensors_file
 from ..errors import CorruptWeightsError, WeightsNotFoundError, WrongModelError
 from ..weights import HF_URL, UNET, find_with_config
 
@@ -168,16 +168,9 @@ def load_unet(weights: str | os.PathLike, config_path: str | os.PathLike | None 
     return load_model(UNet2DConditionModel, config, reading, str(config_path), hint, check_before_first_use=True)
 
 
-def load_vae(path: str | os.PathLike, config: Optional[dict] = None):
-    """SD1.5's VAE (``AutoencoderKL``) from a diffusers folder (``config.json`` +
-    ``diffusion_pytorch_model.safetensors``: stable-diffusion-v1-5's ``vae/``) or one ``.safetensors`` file with
-    diffusers' key names or the original Stable Diffusion ones (``vae_files``: what ComfyUI's models/vae holds).
-
-    ``config`` overrides the architecture; by default a folder's ``config.json``, for a file ``SD15_VAE_CONFIG``.
-    The attention names of files saved by diffusers < 0.14 (``query``/``key``/``value``/``proj_attn``, the era of
-    SD1.5's own vae/ file) are accepted, as diffusers' ``from_pretrained`` accepts them.
-    """
-    path = Path(path)
+def _vae_files(path: Path, config: Optional[dict]) -> tuple[Path, dict, str, str]:
+    """(weights file, config, config name, hint) of a VAE path, checked as far as the files' names and the config
+    go."""
     hint = f"Use SD1.5's VAE: {SD15_VAE_URL} (or the vae/ folder of stable-diffusion-v1-5)."
     if path.is_dir():
         weights, config_name = path / VAE_WEIGHTS, str(path / "config.json")
@@ -196,6 +189,38 @@ def load_vae(path: str | os.PathLike, config: Optional[dict] = None):
     if config.get("latent_channels") != 4 or scaling != VAE_SCALING_FACTOR:
         raise WrongModelError(f"{config_name} describes a VAE with {config.get('latent_channels')} latent channels "
                               f"and scaling factor {scaling}: not SD1.5's (4, {VAE_SCALING_FACTOR}). {hint}")
+    return weights, config, config_name, hint
+
+
+def check_vae(path: str | os.PathLike) -> None:
+    """What ``load_vae`` would refuse that the file names and the safetensors header tell (a missing or truncated
+    file, a UNet or a LoRA given as the VAE), found without reading a tensor: for checks before a long run writes
+    anything."""
+    from .vae_files import check_vae_names
+
+    weights, _, _, _ = _vae_files(Path(path), None)
+    check_safetensors_file(weights, source=SD15_VAE_URL)
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(os.fspath(weights), framework="pt") as handle:
+            names = list(handle.keys())
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CorruptWeightsError(f"{weights} is not a readable safetensors file ({exc}). Use SD1.5's VAE: "
+                                  f"{SD15_VAE_URL}") from exc
+    check_vae_names(names, weights)
+
+
+def load_vae(path: str | os.PathLike, config: Optional[dict] = None):
+    """SD1.5's VAE (``AutoencoderKL``) from a diffusers folder (``config.json`` +
+    ``diffusion_pytorch_model.safetensors``: stable-diffusion-v1-5's ``vae/``) or one ``.safetensors`` file with
+    diffusers' key names or the original Stable Diffusion ones (``vae_files``: what ComfyUI's models/vae holds).
+
+    ``config`` overrides the architecture; by default a folder's ``config.json``, for a file ``SD15_VAE_CONFIG``.
+    The attention names of files saved by diffusers < 0.14 (``query``/``key``/``value``/``proj_attn``, the era of
+    SD1.5's own vae/ file) are accepted, as diffusers' ``from_pretrained`` accepts them.
+    """
+    weights, config, config_name, hint = _vae_files(Path(path), config)
     from .vae_files import to_diffusers_names
 
     # a file in the original Stable Diffusion layout gets diffusers' names, then old diffusers' attention names

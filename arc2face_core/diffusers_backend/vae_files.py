@@ -33,23 +33,38 @@ def is_ldm_layout(keys) -> bool:
     return any(k.startswith(("encoder.down.", "decoder.up.", "encoder.mid.", "decoder.mid.")) for k in keys)
 
 
+def _own_names(names) -> tuple[str, list[str]]:
+    """(prefix, the VAE's own names without it) of a file's tensor names: a whole checkpoint's
+    ``first_stage_model.*`` part, the loss tensors dropped."""
+    for prefix in CHECKPOINT_PREFIXES:
+        if any(k.startswith(prefix + "encoder.") for k in names):
+            names = [k[len(prefix):] for k in names if k.startswith(prefix)]
+            break
+    else:
+        prefix = ""
+    return prefix, [k for k in names if not k.startswith(TRAINING_ONLY_PREFIXES)]
+
+
+def check_vae_names(names, path: Path) -> None:
+    """Refuse a file whose tensor names hold no encoder/decoder tensor: it is not a VAE (a UNet, a LoRA, a text
+    encoder...). Only names: what a safetensors header tells without reading a tensor."""
+    _, own = _own_names(list(names))
+    if not any(k.startswith(("encoder.", "decoder.")) for k in own):
+        sample = sorted(own)[:3]
+        raise WrongModelError(
+            f"{path} is not a VAE: it holds no encoder./decoder. tensors (its first tensors: {sample}). Pass SD1.5's "
+            "VAE with --vae (a diffusers vae/ folder, or one .safetensors file in diffusers' or the original Stable "
+            "Diffusion layout, e.g. vae-ft-mse-840000-ema-pruned.safetensors).")
+
+
 def vae_tensors(sd: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
     """The VAE's own tensors of a file: a checkpoint's ``first_stage_model.*`` part, the loss tensors dropped.
 
     A file without any encoder/decoder tensor is not a VAE (a UNet, a LoRA, a text encoder...): refused, naming it.
     """
-    for prefix in CHECKPOINT_PREFIXES:
-        if any(k.startswith(prefix + "encoder.") for k in sd):
-            sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-            break
-    sd = {k: v for k, v in sd.items() if not k.startswith(TRAINING_ONLY_PREFIXES)}
-    if not any(k.startswith(("encoder.", "decoder.")) for k in sd):
-        sample = sorted(sd)[:3]
-        raise WrongModelError(
-            f"{path} is not a VAE: it holds no encoder./decoder. tensors (its first tensors: {sample}). Pass SD1.5's "
-            "VAE with --vae (a diffusers vae/ folder, or one .safetensors file in diffusers' or the original Stable "
-            "Diffusion layout, e.g. vae-ft-mse-840000-ema-pruned.safetensors).")
-    return sd
+    check_vae_names(sd, path)
+    prefix, own = _own_names(list(sd))
+    return {name: sd[prefix + name] for name in own}
 
 
 def ldm_to_diffusers(sd: dict[str, torch.Tensor], up_blocks: int) -> dict[str, torch.Tensor]:

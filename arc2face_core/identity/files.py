@@ -25,11 +25,11 @@ SUFFIXES = (".safetensors", ".pt", ".pth")
 
 def embeddings_bytes(embeds: torch.Tensor, source: dict | None = None) -> bytes:
     """The identities file's bytes: unit rows [N, 512] float32 and the metadata (see the module docstring)."""
-    from safetensors.torch import save
+    from ..checkpoints import safetensors_bytes
 
     rows = stored_rows(embeds).cpu().contiguous()
     metadata = {"format": IDENTITIES_FORMAT, "version": FORMAT_VERSION, "source": json.dumps(source or {})}
-    return save({EMBEDDINGS_KEY: rows}, metadata=metadata)
+    return safetensors_bytes({EMBEDDINGS_KEY: rows}, metadata)   # byte for byte the same in every process
 
 
 def save_embeddings(path: str | os.PathLike, embeds: torch.Tensor, source: dict | None = None) -> Path:

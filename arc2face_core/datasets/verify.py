@@ -1,0 +1,57 @@
+"""``dataset --verify``: every image of the recorded batches read back, and the batches with a damaged one made again.
+
+A plain run trusts a batch once its record exists (``store``); a file damaged afterwards (a copy cut short, a disk
+error, an edit) would stay. ``--verify`` reads each kept image of the batches in this run's scope: the file must be
+there, match the SHA-256 its manifest row keeps (rows written before the hash was recorded have none), decode as a
+whole PNG, and have the dataset's size and RGB pixels. A batch with any damaged image loses its record and is made
+again, which rewrites its files exactly as they were made the first time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+from typing import Iterable, Optional
+
+from .store import DatasetStore
+
+
+def image_problem(path: Path, row: dict, width: int, height: int) -> Optional[str]:
+    """What is wrong with one kept image's file (None: nothing)."""
+    from PIL import Image
+
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return "the file is missing"
+    except OSError as exc:
+        return f"the file cannot be read ({exc.strerror or exc})"
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()                # decodes every row: a file cut short fails here
+            kind, size, mode = image.format, image.size, image.mode
+    except (OSError, SyntaxError, ValueError) as exc:
+        return f"not a whole PNG ({exc})"
+    if kind != "PNG" or mode != "RGB" or size != (width, height):
+        return f"a {kind} of {size[0]}x{size[1]} {mode} pixels where the dataset has {width}x{height} RGB PNGs"
+    if "sha256" in row and hashlib.sha256(data).hexdigest() != row["sha256"]:
+        return "a whole PNG, but not the image recorded (its SHA-256 differs)"
+    return None
+
+
+def damaged_batches(store: DatasetStore, batches: Iterable[int], width: int,
+                    height: int) -> tuple[int, dict[int, str]]:
+    """How many of ``batches`` are recorded, and those with a damaged image: {batch: 'file: what is wrong'} (its
+    first damaged image)."""
+    found = {}
+    recorded = store.recorded_rows(batches)
+    for batch, rows in recorded.items():
+        for row in rows:
+            if row["file"] is None:
+                continue
+            problem = image_problem(store.root / row["file"], row, width, height)
+            if problem is not None:
+                found[batch] = f"{store.root / row['file']}: {problem}"
+                break
+    return len(recorded), found
