@@ -68,7 +68,7 @@ def gather(folder: Path) -> DatasetFacts:
     if not (folder / IDENTITIES_FILE).is_file():
         raise InvalidInputError(f"{folder} has no {IDENTITIES_FILE} yet: no report before the identities are made")
     embeds, sampling = load_embeddings(folder / IDENTITIES_FILE)
-    store = DatasetStore(folder, count, per_id, len(make_batches(count, per_batch)))
+    store = DatasetStore(folder, count, per_id, len(make_batches(count, per_batch)), ids_per_batch=per_batch)
     rows = store.read_rows()
     pack = None
     if (folder / "pack.json").is_file():
