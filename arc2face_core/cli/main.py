@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_pose_arguments(command)
         add_output_arguments(command)
     add_generate_arguments(generate)
-    add_lcm_arguments(generate)   # LCM draws fresh noise every step: not (yet) in the per-image seeds of datasets
+    for command in (generate, dataset):
+        add_lcm_arguments(command)   # datasets draw LCM's noise between steps from each image's seed too
     add_reference_arguments(generate)   # a reference photo keeps one photo's look: for given identities, not datasets
     add_dataset_arguments(dataset)
     return parser

@@ -5,6 +5,7 @@ Layout (what face-recognition trainers read, one folder per identity)::
     DIR/dataset.json               the settings every run into DIR must share (config.DatasetConfig.settings)
     DIR/identities.safetensors     the identities, [N, 512] (identity.files)
     DIR/00000/000.png              image 0 of identity 0 (widths: at least 5 and 3 digits, more when needed)
+    DIR/arcface112/00000/000.png   with --crop arcface: its aligned 112x112 face, the same layout one folder down
     DIR/manifest.jsonl             one JSON object per image, written when every batch is done
     DIR/.parts/000000.jsonl        while running: the manifest rows of each finished batch
 
@@ -35,6 +36,7 @@ IDENTITIES_FILE = "identities.safetensors"
 PCA_FILE = "identity_pca.safetensors"
 MANIFEST_FILE = "manifest.jsonl"
 PARTS_DIR = ".parts"
+CROP_DIR = "arcface112"
 _TMP_MARK = ".tmp-"
 
 
@@ -97,6 +99,9 @@ class DatasetStore:
     def relative_file(self, identity: int, image: int) -> str:
         return f"{identity:0{self.identity_digits}d}/{image:0{self.image_digits}d}.png"
 
+    def crop_relative_file(self, identity: int, image: int) -> str:
+        return f"{CROP_DIR}/{self.relative_file(identity, image)}"
+
     def image_path(self, identity: int, image: int) -> Path:
         return self.root / self.relative_file(identity, image)
 
@@ -116,13 +121,19 @@ class DatasetStore:
     def begin_batch(self, identities: Iterable[int]) -> None:
         """Remove what a killed run left half-written in these identities' folders (its temporary files)."""
         for identity in identities:
-            folder = self.root / f"{identity:0{self.identity_digits}d}"
-            if folder.is_dir():
-                for leftover in folder.glob(f".*{_TMP_MARK}*"):
-                    leftover.unlink(missing_ok=True)
+            name = f"{identity:0{self.identity_digits}d}"
+            for folder in (self.root / name, self.root / CROP_DIR / name):
+                if folder.is_dir():
+                    for leftover in folder.glob(f".*{_TMP_MARK}*"):
+                        leftover.unlink(missing_ok=True)
 
     def write_image(self, identity: int, image: int, pixels: np.ndarray) -> str:
         relative = self.relative_file(identity, image)
+        write_atomic(self.root / relative, png_bytes(pixels))
+        return relative
+
+    def write_crop(self, identity: int, image: int, pixels: np.ndarray) -> str:
+        relative = self.crop_relative_file(identity, image)
         write_atomic(self.root / relative, png_bytes(pixels))
         return relative
 

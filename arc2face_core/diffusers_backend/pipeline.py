@@ -63,8 +63,11 @@ def make_scheduler(name: str = "dpmpp_2m"):
     return DPMSolverMultistepScheduler.from_config(SD15_SCHEDULER_CONFIG)
 
 
-def initial_noise(count: int, channels: int, latent_height: int, latent_width: int, seed: int) -> torch.Tensor:
-    """Standard normal noise [count, C, h, w], float32, CPU: one draw from a CPU generator seeded with ``seed``."""
+def initial_noise(count: int, channels: int, latent_height: int, latent_width: int, seed: int,
+                  steps: Optional[int] = None) -> torch.Tensor:
+    """Standard normal noise [count, C, h, w], float32, CPU: one draw from a CPU generator seeded with ``seed``.
+    With ``steps`` (a sampler that adds noise between steps, see ``lcm``): [count, steps, C, h, w], the later
+    draws of the same generator after the first."""
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 64:
         raise InvalidInputError(f"seed must be an integer from 0 to 2**64-1, got {seed!r}")
     count = positive_int(count, "count", upper=MAX_BATCH)
@@ -72,7 +75,11 @@ def initial_noise(count: int, channels: int, latent_height: int, latent_width: i
     latent_height = positive_int(latent_height, "latent_height", upper=MAX_PIXELS_SIDE)
     latent_width = positive_int(latent_width, "latent_width", upper=MAX_PIXELS_SIDE)
     generator = torch.Generator("cpu").manual_seed(seed)
-    return torch.randn((count, channels, latent_height, latent_width), generator=generator, dtype=torch.float32)
+    first = torch.randn((count, channels, latent_height, latent_width), generator=generator, dtype=torch.float32)
+    if steps is None:
+        return first
+    _check_count("steps", steps)
+    return draw_step_noise(generator, first, steps)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -166,12 +173,8 @@ class Arc2FacePipeline:
         """The initial noise of ``count`` images (see the module docstring), float32 on the CPU; for LCM, which adds
         noise between steps, [count, steps, C, h, w] with the later draws of the same generator (see ``lcm``)."""
         h, w = self.latent_size(width, height)
-        if not adds_noise(self.scheduler_name):
-            return initial_noise(count, self.vae.config.latent_channels, h, w, seed)
-        _check_count("steps", steps)
-        generator = torch.Generator("cpu").manual_seed(seed)
-        first = torch.randn((count, self.vae.config.latent_channels, h, w), generator=generator, dtype=torch.float32)
-        return draw_step_noise(generator, first, steps)
+        return initial_noise(count, self.vae.config.latent_channels, h, w, seed,
+                             steps if adds_noise(self.scheduler_name) else None)
 
     @torch.no_grad()
     def conditioning(self, embeds: torch.Tensor, images_per_id: int) -> tuple[torch.Tensor, torch.Tensor]:
