@@ -323,7 +323,7 @@ def run(args) -> int:
     control = {name: value for name, value in pose_info.items() if name.startswith("control_")}
     reference, reference_info = reference_from_args(args, roots, count, read_rgb)
     pipeline = Arc2FacePipeline.load(roots, vae, device=device, dtype=dtype, download=args.download,
-                                     controlnet=hint is not None)
+                                     controlnet=hint is not None, vae_encoder=reference is not None)
     sampling = apply_lcm_arguments(pipeline, args)   # --scheduler, --lora
     pipeline.optimize(channels_last=args.channels_last, compile=args.compile)
     noise = pipeline.noise(count * k, args.width, args.height, args.seed, args.steps)

@@ -195,7 +195,8 @@ def load_maker(config: DatasetConfig, identities: torch.Tensor, store: DatasetSt
     device, dtype = resolve_device(config.device, config.dtype)
     analyzer = load_face_analyzer(config) if config.score else None
     pipeline = Arc2FacePipeline.load(ModelRoots.under(config.models), config.vae, device=device, dtype=dtype,
-                                     download=config.download, controlnet=config.hint is not None)
+                                     download=config.download, controlnet=config.hint is not None,
+                                     vae_encoder=False)
     pipeline.scheduler_name = config.scheduler
     if config.lora is not None:   # merged before the layout change and compile below, as generate does
         from ..diffusers_backend.lora import apply_lora
