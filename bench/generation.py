@@ -151,12 +151,14 @@ def _check_same(pairs, dataset) -> str:
 
 
 NOTES = (
-    "Both sides hold the same three models (UNet, VAE, ID encoder) and compute the conditioning from the ArcFace "
-    "vector themselves. The pack's pipeline runs under `torch.inference_mode`, reuses the empty prompt's "
-    "encoding, and decodes the VAE one image at a time (the batch's activations at full resolution are the peak); "
-    "it does not import transformers. The dataset command's time includes writing the PNGs (on two background "
-    "threads while the next batch is generated) and its manifest; the baseline's includes saving the same PNGs "
-    "with PIL.")
+    "Both sides hold the same three models and compute the conditioning from the ArcFace vector themselves. Peak "
+    "memory counts the file pages a process touched: diffusers and transformers map the files and read what a "
+    "forward pass uses; the pack maps them too and reads every weight once more to refuse NaN/inf, but leaves out "
+    "what generation never uses (the VAE's encoder half, loaded only with a reference photo, and all but the 7 rows "
+    "of the encoder's 49,408-row token table it looks up). It reuses the empty prompt's encoding, samples under "
+    "`torch.inference_mode` and does not import transformers. The dataset command's time includes writing the PNGs "
+    "(on two background threads while the next batch is generated) and its manifest; the baseline's includes "
+    "saving the same PNGs with PIL.")
 
 
 def main() -> None:
