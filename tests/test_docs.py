@@ -31,8 +31,9 @@ PATH_ROOTS = ("arc2face_core", "nodes", "tests", "scripts", "bench", "docs", "wo
 # tests/test_layout.py builds to test its import checker (module names only).
 NOT_SCANNED = {"tests/test_docs.py"}
 MADE_UP_MODULES = {"tests/test_layout.py"}
-# Files the pack writes into a user's folder (the dataset report), named as such, not documents it cites.
-WRITTEN_BY_THE_PACK = {"report.md"}
+# Files the pack writes into a user's folder (the dataset report, bench/gpu_check.py's summary), named as such, not
+# documents it cites.
+WRITTEN_BY_THE_PACK = {"report.md", "gpu_check.md"}
 
 _EDGE = r"(?<![\w./:-])"          # a name starts here, not inside a longer path, URL or dotted name
 DOCUMENT = re.compile(_EDGE + r"([\w-]+\.md)\b")

@@ -189,6 +189,27 @@ def test_nan_in_the_weights_is_refused(tmp_path):
         load_id_encoder(path)
 
 
+def test_only_the_token_rows_the_encoder_reads_are_checked(tmp_path, id_encoder):
+    """The encoder looks up 7 ids of its 49,408-row table (photo of a id person, BOS, EOS): a NaN in any other row
+    cannot reach an output, and leaving those rows unread keeps them out of memory. A NaN in a used row is refused."""
+    path = write_encoder(tmp_path)
+    sd = torch.load(path, weights_only=True)
+    key = "text_model.embeddings.token_embedding.weight"
+    sd[key][30000] = float("nan")                                    # "id" is 1014, BOS 49406, EOS 49407
+    torch.save(sd, path)
+    loaded = load_id_encoder(path)
+    embeds = F.normalize(torch.randn(2, 512, generator=torch.Generator().manual_seed(3)), dim=1)
+    torch.testing.assert_close(loaded.encode(embeds)[0], id_encoder.encode(embeds)[0], atol=0, rtol=0)
+    torch.testing.assert_close(loaded.encode_empty()[0], id_encoder.encode_empty()[0], atol=0, rtol=0)
+    for row in (1014, 2533, 49406):                                   # "id" (its row is replaced, yet read), person, BOS
+        sd[key][30000] = 0.0
+        sd[key][row, 5] = float("inf")
+        torch.save(sd, path)
+        with pytest.raises(CorruptWeightsError, match=r"token_embedding\.weight \(rows .*\).*NaN or infinite"):
+            load_id_encoder(path)
+        sd[key][row, 5] = 0.0
+
+
 def test_missing_encoder_names_file_folders_and_source(tmp_path):
     roots = [tmp_path / "a", tmp_path / "b"]
     with pytest.raises(WeightsNotFoundError) as err:

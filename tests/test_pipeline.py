@@ -274,6 +274,29 @@ def test_single_file_vae_equals_the_folder(tiny_pipeline, tiny_vae_folder, tiny_
                                    atol=0, rtol=0)
 
 
+def test_a_decoder_only_vae_decodes_the_same_and_never_reads_the_encoder(tiny_vae_folder, tmp_path,
+                                                                         tiny_arc2face_root):
+    latents = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    whole = load_vae(tiny_vae_folder)
+    half = load_vae(tiny_vae_folder, encoder=False)
+    assert half.encoder is None and half.quant_conv is None
+    assert not any(k.startswith(("encoder.", "quant_conv.")) for k in half.state_dict())
+    assert half.state_dict().keys() == {k for k in whole.state_dict() if not k.startswith(("encoder.", "quant_conv."))}
+    torch.testing.assert_close(half.decode(latents).sample, whole.decode(latents).sample, atol=0, rtol=0)
+    folder = tmp_path / "vae"                              # a NaN in the encoder half: never read, so never refused
+    folder.mkdir()
+    (folder / "config.json").write_text((tiny_vae_folder / "config.json").read_text())
+    sd = load_file(tiny_vae_folder / "diffusion_pytorch_model.safetensors")
+    sd["encoder.conv_in.weight"][0, 0, 0, 0] = float("nan")
+    save_file(sd, str(folder / "diffusion_pytorch_model.safetensors"))
+    load_vae(folder, encoder=False)
+    with pytest.raises(CorruptWeightsError, match=r"encoder\.conv_in\.weight.*NaN"):
+        load_vae(folder)
+    pipeline = Arc2FacePipeline.load(ModelRoots(arc2face=[tiny_arc2face_root]), tiny_vae_folder, vae_encoder=False)
+    with pytest.raises(InvalidInputError, match=r"loaded without the VAE's encoder \(vae_encoder=False\)"):
+        pipeline.encode_images(np.zeros((1, 16, 16, 3), np.uint8))
+
+
 def test_vae_errors_name_the_file(tmp_path, tiny_vae_file):
     with pytest.raises(WeightsNotFoundError, match=r"nowhere\.safetensors does not exist.*stable-diffusion-v1-5"):
         load_vae(tmp_path / "nowhere.safetensors")

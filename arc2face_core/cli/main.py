@@ -140,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_pose_arguments(command)
         add_output_arguments(command)
     add_generate_arguments(generate)
-    add_lcm_arguments(generate)   # LCM draws fresh noise every step: not (yet) in the per-image seeds of datasets
+    for command in (generate, dataset):
+        add_lcm_arguments(command)   # datasets draw LCM's noise between steps from each image's seed too
     add_reference_arguments(generate)   # a reference photo keeps one photo's look: for given identities, not datasets
     add_dataset_arguments(dataset)
     add_pack_arguments(commands.add_parser(
@@ -333,7 +334,7 @@ def run(args) -> int:
     control = {name: value for name, value in pose_info.items() if name.startswith("control_")}
     reference, reference_info = reference_from_args(args, roots, count, read_rgb)
     pipeline = Arc2FacePipeline.load(roots, vae, device=device, dtype=dtype, download=args.download,
-                                     controlnet=hint is not None)
+                                     controlnet=hint is not None, vae_encoder=reference is not None)
     sampling = apply_lcm_arguments(pipeline, args)   # --scheduler, --lora
     pipeline.optimize(channels_last=args.channels_last, compile=args.compile)
     if not args.quiet:

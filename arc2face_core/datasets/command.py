@@ -27,7 +27,7 @@ import torch
 
 from .. import __version__
 from ..diffusers_backend.devices import dtype_name, resolve_device
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, WeightsNotFoundError
 from ..weights import ModelRoots
 from .config import DatasetConfig, differences
 from .generation import load_face_analyzer, load_maker
@@ -70,6 +70,12 @@ def model_files(config: DatasetConfig, roots: ModelRoots) -> dict[str, str]:
     check_vae(config.vae)   # missing, cut short, or not a VAE at all (a UNet, a LoRA): refused from its header
     if config.hint is not None:
         files["controlnet"] = str(find_controlnet(roots.arc2face, download=config.download)[0])
+    if config.lora is not None:
+        if not config.lora.is_file():
+            raise WeightsNotFoundError(f"LoRA file not found: {config.lora}. Pass the .safetensors file itself, e.g. "
+                                       "models/loras/lcm-lora-sdv1-5.safetensors (python -m arc2face_core.cli.downloads "
+                                       "--with lcm puts it there)")
+        files["lora"] = str(config.lora)
     if config.score:
         files["detector"] = str(find_weight(DETECTOR, roots.insightface))
         files["arcface"] = str(find_arcface_recogniser(roots.arc2face, roots.insightface, download=config.download))
@@ -112,7 +118,8 @@ def check_settings(out: Path, settings: dict, say=lambda text: None) -> bool:
         changed = []
     import diffusers
 
-    record = {"format": DATASET_FORMAT, "version": 1, "settings": wanted, "seeds": SEEDS_DOC.strip(),
+    mode = (wanted.get("sampling") or {}).get("scheduler", "dpmpp_2m")
+    record = {"format": DATASET_FORMAT, "version": 1, "mode": mode, "settings": wanted, "seeds": SEEDS_DOC.strip(),
               "made_with": {"arc2face_core": __version__, "python": platform.python_version(),
                             "torch": torch.__version__, "diffusers": diffusers.__version__},
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -197,8 +204,8 @@ def check_records(config: DatasetConfig, store: DatasetStore, mine: list[Batch],
 
 
 def _makes_crops(config: DatasetConfig) -> bool:
-    """Whether the run writes the 112x112 ArcFace crops (``--crop arcface``, a field the crop option adds)."""
-    return getattr(config, "crop", None) == "arcface"
+    """Whether the run writes the 112x112 ArcFace crops (``--crop arcface``)."""
+    return config.crop == "arcface"
 
 
 def make_dataset(config: DatasetConfig, options: RunOptions = RunOptions()) -> int:

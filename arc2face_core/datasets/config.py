@@ -18,6 +18,7 @@ from typing import Optional
 
 import torch
 
+from ..diffusers_backend.lcm import SCHEDULERS, adds_noise, check_lcm_steps
 from ..diffusers_backend.pipeline import DEFAULT_GUIDANCE, DEFAULT_SIZE, DEFAULT_STEPS
 from ..errors import InvalidInputError
 from .exclusion import DEFAULT_EXCLUDE_THRESHOLD
@@ -25,6 +26,8 @@ from .sampling import DEFAULT_JITTER_FLOOR, UNIQUE_THRESHOLD, check_jitter, chec
 
 DEFAULT_MAX_ATTEMPTS = 3
 MAX_ATTEMPTS = 100
+CROPS = ("arcface",)   # the face the identity check aligns for ArcFace
+CROP_SIZE = 112        # its side (faces.analysis.CROP_SIZE, ArcFace's input)
 
 
 @dataclass(frozen=True, eq=False)
@@ -52,6 +55,11 @@ class DatasetConfig:
     min_similarity: Optional[float] = None
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     score: bool = True
+    crop: Optional[str] = None             # "arcface": write each image's aligned 112x112 face (see generation)
+    keep_full: bool = True                 # with crop: also write the full image
+    scheduler: str = "dpmpp_2m"            # or "lcm" (LCM speed mode, with an LCM LoRA)
+    lora: Optional[Path] = None            # a UNet LoRA merged before sampling (SD1.5's LCM-LoRA)
+    lora_strength: float = 1.0
     device: str = "auto"
     dtype: str = "auto"
     provider: str = "auto"
@@ -66,6 +74,21 @@ class DatasetConfig:
     @property
     def id_seed(self) -> int:
         return self.seed if self.identity_seed is None else self.identity_seed
+
+    @property
+    def mode(self) -> str:
+        """The sampling mode that makes every image, as the manifest and dataset.json name it: the scheduler."""
+        return self.scheduler
+
+    @property
+    def redraws(self) -> bool:
+        """Whether an image can fail its check and be redrawn: below --min-similarity, or without a face to crop."""
+        return self.min_similarity is not None or self.crop is not None
+
+    @property
+    def noise_steps(self) -> Optional[int]:
+        """Steps of per-step noise each image draws (LCM adds noise between steps); None: the initial noise only."""
+        return self.steps if adds_noise(self.scheduler) else None
 
     def check(self) -> "DatasetConfig":
         """Every value in its range, with a message naming the option; returns self."""
@@ -95,6 +118,7 @@ class DatasetConfig:
                 raise InvalidInputError(f"--min-similarity must be a cosine from -1 to 1, got {self.min_similarity}")
             if not self.score:
                 raise InvalidInputError("--min-similarity needs the identity check: leave out --no-similarity")
+        self._check_crop_and_sampling()
         if self.identities is None and self.embeddings is None:
             raise InvalidInputError("give --identities N (or --embeddings FILE with the identities to use)")
         if self.embeddings is not None and self.pca is not None:
@@ -102,6 +126,26 @@ class DatasetConfig:
         if self.pca_components is not None and self.pca is None:
             raise InvalidInputError("--pca-components needs --pca")
         return self
+
+    def _check_crop_and_sampling(self) -> None:
+        if self.crop is not None:
+            if self.crop not in CROPS:
+                raise InvalidInputError(f"--crop must be one of {CROPS}, got {self.crop!r}")
+            if not self.score:
+                raise InvalidInputError("--crop arcface writes the face the identity check aligns: leave out "
+                                        "--no-similarity")
+        elif not self.keep_full:
+            raise InvalidInputError("--no-keep-full leaves out the full images: it needs --crop arcface, or "
+                                    "nothing would be written")
+        if self.scheduler not in SCHEDULERS:
+            raise InvalidInputError(f"--scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
+        if adds_noise(self.scheduler):
+            check_lcm_steps(self.steps)
+        if isinstance(self.lora_strength, bool) or not isinstance(self.lora_strength, (int, float)) \
+                or not math.isfinite(self.lora_strength):
+            raise InvalidInputError(f"--lora-strength must be a finite number, got {self.lora_strength!r}")
+        if self.lora is None and self.lora_strength != 1.0:
+            raise InvalidInputError("--lora-strength needs a LoRA: pass --lora FILE")
 
     def settings(self, count: int, device: torch.device, dtype: str, files: dict[str, str]) -> dict:
         """What fixes the pixels and the plan (see the module docstring); ``count`` is the resolved number of
@@ -126,11 +170,15 @@ class DatasetConfig:
             "identity_seed": self.id_seed, "identity": identity, "ids_per_batch": self.ids_per_batch,
             "steps": self.steps, "guidance_scale": self.guidance, "width": self.width, "height": self.height,
             "jitter": self.jitter, "jitter_floor": self.jitter_floor if self.jitter else None,
-            "min_similarity": self.min_similarity, "max_attempts": self.max_attempts if self.min_similarity is not None
-            else 1, "similarity": self.score, "device": device.type, "dtype": dtype,
+            "min_similarity": self.min_similarity, "max_attempts": self.max_attempts if self.redraws else 1,
+            "similarity": self.score, "device": device.type, "dtype": dtype,
             "channels_last": self.channels_last, "compile": self.compile,
             "cpu_threads": self.cpu_threads if device.type == "cpu" else None, "pose": pose or None,
             "files": {role: _describe_file(path, self.models) for role, path in sorted(files.items())},
+            # new keys are None when unused, so datasets made before them still match their dataset.json
+            "crop": {"kind": self.crop, "size": CROP_SIZE, "keep_full": self.keep_full} if self.crop else None,
+            "sampling": None if self.scheduler == "dpmpp_2m" and self.lora is None else
+            {"scheduler": self.scheduler, "lora_strength": self.lora_strength if self.lora is not None else None},
         }
 
 

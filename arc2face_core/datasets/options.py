@@ -10,7 +10,7 @@ import torch
 
 from ..errors import InvalidInputError
 from .command import RunOptions
-from .config import DEFAULT_MAX_ATTEMPTS, DatasetConfig
+from .config import CROPS, DEFAULT_MAX_ATTEMPTS, DatasetConfig
 from .exclusion import DEFAULT_EXCLUDE_THRESHOLD
 from .pack import LAYOUTS
 from .plan import parse_shard
@@ -48,8 +48,15 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
                        help="redraw an image scoring below S with its next attempt's seed; drop it after "
                             "--max-attempts tries (it stays in the manifest as dropped, with its scores)")
     check.add_argument("--max-attempts", type=int, default=DEFAULT_MAX_ATTEMPTS, metavar="A",
-                       help="tries per image under --min-similarity, the first included")
+                       help="tries per image under --min-similarity or --crop, the first included")
     check.add_argument("--no-similarity", action="store_true", help="skip the identity check (no face models needed)")
+    crops = parser.add_argument_group("training crops")
+    crops.add_argument("--crop", choices=CROPS, default=None,
+                       help="arcface: also write each image's aligned 112x112 face (the crop the identity check "
+                            "gives ArcFace) to arcface112/<identity>/<image>.png; an image without a face is redrawn "
+                            "like one below --min-similarity, then dropped")
+    crops.add_argument("--keep-full", action=argparse.BooleanOptionalAction, default=True,
+                       help="with --crop: keep the full images too (--no-keep-full: the crops only)")
     run = parser.add_argument_group("running on several machines")
     run.add_argument("--shard", default="0/1", metavar="I/N",
                      help="make only the I-th of N parts (I from 0; whole batches), e.g. a Slurm array task")
@@ -89,7 +96,8 @@ def dataset_config(args: argparse.Namespace, hint: Optional[torch.Tensor], pose:
         pca=args.pca, pca_components=args.pca_components, embeddings=args.embeddings, jitter=args.id_jitter,
         jitter_floor=args.id_jitter_floor, exclude=tuple(args.exclude_identities or ()),
         exclude_threshold=_exclude_threshold(args), min_similarity=args.min_similarity, max_attempts=args.max_attempts,
-        score=not args.no_similarity, device=args.device, dtype=args.dtype, provider=args.provider,
+        score=not args.no_similarity, crop=args.crop, keep_full=args.keep_full, scheduler=args.scheduler,
+        lora=args.lora, lora_strength=args.lora_strength, device=args.device, dtype=args.dtype, provider=args.provider,
         channels_last=args.channels_last, compile=args.compile, cpu_threads=args.cpu_threads, download=args.download,
         hint=hint, pose=pose, quiet=args.quiet)
 

@@ -24,7 +24,11 @@ REQUIRED_FIELDS: dict[str, tuple[type, ...]] = {
     "identity": _INT, "image": _INT, "file": (str, type(None)), "seed": _INT, "attempt": _INT,
     "similarity": _NUMBER_OR_NONE, "dropped": (bool,), "tries": (list,), "batch": _INT,
 }
-OPTIONAL_FIELDS: dict[str, tuple[type, ...]] = {"jitter_similarity": _NUMBER_OR_NONE, "sha256": (str,)}
+OPTIONAL_FIELDS: dict[str, tuple[type, ...]] = {
+    "jitter_similarity": _NUMBER_OR_NONE, "sha256": (str,), "crop": (str, type(None)), "crop_sha256": (str,),
+    "mode": (str,), "dropped_because": (str,),
+}
+_HASHES = ("sha256", "crop_sha256")
 
 
 @dataclass(frozen=True)
@@ -57,12 +61,13 @@ def check_row(row: object, path: Path, number: int) -> dict:
     for name in ("identity", "image", "seed", "attempt", "batch"):
         if row[name] < 0:
             raise damaged(path, number, f"{name} = {row[name]} is negative")
-    if row["dropped"] != (row["file"] is None):
-        raise damaged(path, number, "a kept image must name its file and a dropped one must not")
+    if row["dropped"] != (row["file"] is None and row.get("crop") is None):
+        raise damaged(path, number, "a kept image must name its file (or its crop) and a dropped one must not")
     if len(row["tries"]) != row["attempt"] + 1:
         raise damaged(path, number, f"attempt {row['attempt']} but {len(row['tries'])} tries")
-    if "sha256" in row and (len(row["sha256"]) != 64 or any(c not in "0123456789abcdef" for c in row["sha256"])):
-        raise damaged(path, number, f"sha256 = {row['sha256']!r} is not a SHA-256 hex digest")
+    for name in _HASHES:
+        if name in row and (len(row[name]) != 64 or any(c not in "0123456789abcdef" for c in row[name])):
+            raise damaged(path, number, f"{name} = {row[name]!r} is not a SHA-256 hex digest")
     return row
 
 
@@ -93,8 +98,10 @@ def parse_lines(data: bytes, path: Path) -> list[Line]:
 
 
 def check_batch(lines: list[Line], batch: int, identities: Iterable[int], images_per_id: int,
-                relative_file: Callable[[int, int], str], path: Path) -> list[dict]:
-    """The rows of batch ``batch`` when ``lines`` are exactly its images in order; else the error."""
+                relative_file: Callable[[int, int], str], path: Path,
+                crop_file: Optional[Callable[[int, int], str]] = None) -> list[dict]:
+    """The rows of batch ``batch`` when ``lines`` are exactly its images in order (files and crops at their names);
+    else the error."""
     expected = [(identity, image) for identity in identities for image in range(images_per_id)]
     for (identity, image), line in zip(expected, lines):
         row = line.row
@@ -105,6 +112,8 @@ def check_batch(lines: list[Line], batch: int, identities: Iterable[int], images
             raise damaged(path, line.number, f"batch {row['batch']} in the record of batch {batch}")
         if row["file"] is not None and row["file"] != relative_file(identity, image):
             raise damaged(path, line.number, f"file {row['file']!r}, expected {relative_file(identity, image)!r}")
+        if crop_file is not None and row.get("crop") is not None and row["crop"] != crop_file(identity, image):
+            raise damaged(path, line.number, f"crop {row['crop']!r}, expected {crop_file(identity, image)!r}")
     if len(lines) != len(expected):
         last = lines[-1].number if lines else None
         raise damaged(path, last, f"{len(lines)} rows where batch {batch} has {len(expected)} images")

@@ -11,13 +11,16 @@ Every image of a dataset has its own seed, a hash of (dataset seed, identity, im
 exact in JSON and in ComfyUI's web UI (JavaScript numbers), where a user may paste it into a KSampler.
 
 The image's initial noise is ``torch.randn((1, C, H/f, W/f), generator=torch.Generator("cpu").manual_seed(seed))``,
-float32: the tensor ComfyUI's stock KSampler draws for a latent batch of one with that seed. So any image can be made
-again alone, from its manifest row.
+float32: the tensor ComfyUI's stock KSampler draws for a latent batch of one with that seed. In the LCM mode, which
+adds noise after every step but the last, that noise is the next ``steps - 1`` draws of the same shape from the same
+generator: what ``generate --scheduler lcm --seed SEED`` draws for one image (diffusers' LCM pipeline with that
+generator). So any image can be made again alone, from its manifest row.
 """
 
 from __future__ import annotations
 
 import hashlib
+from typing import Optional
 
 import torch
 
@@ -46,6 +49,8 @@ def image_seed(dataset_seed: int, identity: int, image: int, attempt: int = 0, p
     return int.from_bytes(hashlib.sha256(text.encode("ascii")).digest()[:8], "big") >> (64 - SEED_BITS)
 
 
-def image_noise(seed: int, channels: int, latent_height: int, latent_width: int) -> torch.Tensor:
-    """[1, C, h, w] float32 on the CPU: what the stock KSampler draws for a batch of one with ``seed``."""
-    return initial_noise(1, channels, latent_height, latent_width, seed)
+def image_noise(seed: int, channels: int, latent_height: int, latent_width: int,
+                steps: Optional[int] = None) -> torch.Tensor:
+    """[1, C, h, w] float32 on the CPU: what the stock KSampler draws for a batch of one with ``seed``; with
+    ``steps`` (LCM), [1, steps, C, h, w]: that draw, then the noise added between steps (see the module docstring)."""
+    return initial_noise(1, channels, latent_height, latent_width, seed, steps)

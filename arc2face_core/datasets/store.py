@@ -5,6 +5,7 @@ Layout (what face-recognition trainers read, one folder per identity)::
     DIR/dataset.json               the settings every run into DIR must share (config.DatasetConfig.settings)
     DIR/identities.safetensors     the identities, [N, 512] (identity.files)
     DIR/00000/000.png              image 0 of identity 0 (widths: at least 5 and 3 digits, more when needed)
+    DIR/arcface112/00000/000.png   with --crop arcface: its aligned 112x112 face, the same layout one folder down
     DIR/manifest.jsonl             one JSON object per image, written when every batch is done
     DIR/.parts/000000.jsonl        while running: the manifest rows of each finished batch
 
@@ -46,6 +47,7 @@ IDENTITIES_FILE = "identities.safetensors"
 PCA_FILE = "identity_pca.safetensors"
 MANIFEST_FILE = "manifest.jsonl"
 PARTS_DIR = ".parts"
+CROP_DIR = "arcface112"
 _TMP_MARK = ".tmp-"
 
 
@@ -143,7 +145,9 @@ def clear_unfinished(root: Path) -> None:
     for path in root.glob(f".*{_TMP_MARK}*"):
         path.unlink(missing_ok=True)
     image = re.compile(r"\d+\.png")
-    for folder in [root / PARTS_DIR, *(p for p in root.iterdir() if p.name.isdigit())]:
+    crops = root / CROP_DIR
+    identity_folders = [p for base in (root, crops) if base.is_dir() for p in base.iterdir() if p.name.isdigit()]
+    for folder in [root / PARTS_DIR, *identity_folders]:
         if not folder.is_dir():
             continue
         for path in folder.iterdir():
@@ -151,6 +155,8 @@ def clear_unfinished(root: Path) -> None:
                 path.unlink(missing_ok=True)
         with contextlib.suppress(OSError):     # something else is in it: kept
             folder.rmdir()
+    with contextlib.suppress(OSError):
+        crops.rmdir()
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:
@@ -181,6 +187,9 @@ class DatasetStore:
     def relative_file(self, identity: int, image: int) -> str:
         return f"{identity:0{self.identity_digits}d}/{image:0{self.image_digits}d}.png"
 
+    def crop_relative_file(self, identity: int, image: int) -> str:
+        return f"{CROP_DIR}/{self.relative_file(identity, image)}"
+
     def image_path(self, identity: int, image: int) -> Path:
         return self.root / self.relative_file(identity, image)
 
@@ -201,7 +210,8 @@ class DatasetStore:
     # ---- records: read with every line checked (``records``) -----------------------------------------------------
 
     def _checked(self, lines: list[Line], batch: int, path: Path) -> list[dict]:
-        return check_batch(lines, batch, self.batch_identities(batch), self.images_per_id, self.relative_file, path)
+        return check_batch(lines, batch, self.batch_identities(batch), self.images_per_id, self.relative_file, path,
+                           self.crop_relative_file)
 
     def read_batch(self, batch: int) -> Optional[list[dict]]:
         """The checked rows of a finished batch's record (None: no record); a damaged record raises, naming the file
@@ -294,15 +304,22 @@ class DatasetStore:
     def begin_batch(self, identities: Iterable[int]) -> None:
         """Remove what a killed run left half-written in these identities' folders (its temporary files)."""
         for identity in identities:
-            folder = self.root / f"{identity:0{self.identity_digits}d}"
-            if folder.is_dir():
-                for leftover in folder.glob(f".*{_TMP_MARK}*"):
-                    leftover.unlink(missing_ok=True)
+            name = f"{identity:0{self.identity_digits}d}"
+            for folder in (self.root / name, self.root / CROP_DIR / name):
+                if folder.is_dir():
+                    for leftover in folder.glob(f".*{_TMP_MARK}*"):
+                        leftover.unlink(missing_ok=True)
 
     def write_image(self, identity: int, image: int, pixels: np.ndarray) -> str:
         """Write one image; its PNG's SHA-256 (hex), which the manifest keeps for ``--verify``."""
         data = png_bytes(pixels)
         write_atomic(self.image_path(identity, image), data)
+        return hashlib.sha256(data).hexdigest()
+
+    def write_crop(self, identity: int, image: int, pixels: np.ndarray) -> str:
+        """Write one aligned face crop; its PNG's SHA-256 (hex), kept as the row's ``crop_sha256``."""
+        data = png_bytes(pixels)
+        write_atomic(self.root / self.crop_relative_file(identity, image), data)
         return hashlib.sha256(data).hexdigest()
 
     def finish_batch(self, batch: int, rows: list[dict]) -> None:

@@ -3,7 +3,7 @@
 A plain run trusts a batch once its record exists (``store``); a file damaged afterwards (a copy cut short, a disk
 error, an edit) would stay. ``--verify`` reads each kept image of the batches in this run's scope: the file must be
 there, match the SHA-256 its manifest row keeps (rows written before the hash was recorded have none), decode as a
-whole PNG, and have the dataset's size and RGB pixels. A batch with any damaged image loses its record and is made
+whole PNG, and have the dataset's size and RGB pixels; with ``--crop arcface`` the same for each 112x112 crop. A batch with any damaged image loses its record and is made
 again, which rewrites its files exactly as they were made the first time.
 """
 
@@ -14,11 +14,13 @@ import io
 from pathlib import Path
 from typing import Iterable, Optional
 
+from .config import CROP_SIZE
 from .store import DatasetStore
 
 
-def image_problem(path: Path, row: dict, width: int, height: int) -> Optional[str]:
-    """What is wrong with one kept image's file (None: nothing)."""
+def image_problem(path: Path, digest: Optional[str], width: int, height: int) -> Optional[str]:
+    """What is wrong with one kept PNG file, expected of ``width`` x ``height`` with SHA-256 ``digest`` (None: not
+    recorded); None when nothing is."""
     from PIL import Image
 
     try:
@@ -35,7 +37,7 @@ def image_problem(path: Path, row: dict, width: int, height: int) -> Optional[st
         return f"not a whole PNG ({exc})"
     if kind != "PNG" or mode != "RGB" or size != (width, height):
         return f"a {kind} of {size[0]}x{size[1]} {mode} pixels where the dataset has {width}x{height} RGB PNGs"
-    if "sha256" in row and hashlib.sha256(data).hexdigest() != row["sha256"]:
+    if digest is not None and hashlib.sha256(data).hexdigest() != digest:
         return "a whole PNG, but not the image recorded (its SHA-256 differs)"
     return None
 
@@ -43,15 +45,24 @@ def image_problem(path: Path, row: dict, width: int, height: int) -> Optional[st
 def damaged_batches(store: DatasetStore, batches: Iterable[int], width: int,
                     height: int) -> tuple[int, dict[int, str]]:
     """How many of ``batches`` are recorded, and those with a damaged image: {batch: 'file: what is wrong'} (its
-    first damaged image)."""
+    first damaged file)."""
     found = {}
     recorded = store.recorded_rows(batches)
     for batch, rows in recorded.items():
         for row in rows:
-            if row["file"] is None:
-                continue
-            problem = image_problem(store.root / row["file"], row, width, height)
+            problem = _row_problem(store.root, row, width, height)
             if problem is not None:
-                found[batch] = f"{store.root / row['file']}: {problem}"
+                found[batch] = problem
                 break
     return len(recorded), found
+
+
+def _row_problem(root: Path, row: dict, width: int, height: int) -> Optional[str]:
+    """'file: what is wrong' for the first damaged file of one row (its image, then its crop), else None."""
+    for name, digest, size in (("file", "sha256", (width, height)), ("crop", "crop_sha256", (CROP_SIZE, CROP_SIZE))):
+        if row.get(name) is None:
+            continue
+        problem = image_problem(root / row[name], row.get(digest), *size)
+        if problem is not None:
+            return f"{root / row[name]}: {problem}"
+    return None

@@ -49,7 +49,7 @@ def read_json(path: Path, what: str, hint: str) -> dict:
 
 
 def load_model(cls, config: dict, weights: BackgroundRead, config_name: str, hint: str, *,
-               check_before_first_use: bool = False):
+               check_before_first_use: bool = False, without: tuple[str, ...] = ()):
     """Build ``cls`` from ``config`` without initialising it and load ``weights`` strictly (every key, every shape).
 
     ``weights`` is being read (memory-mapped) and checked for NaN/inf in the background meanwhile; its tensors become
@@ -61,18 +61,23 @@ def load_model(cls, config: dict, weights: BackgroundRead, config_name: str, hin
     in the background while the caller does other work (loading the other models); the model's first forward call
     (or ``wait_for_weight_check``) waits for it and raises its error, so no output is ever computed from weights
     that were not checked.
+
+    ``without`` names submodules left out (set to None): the caller's ``prepare`` drops their tensors, which are then
+    never read (nor become resident memory).
     """
     try:
-        return _build_and_assign(cls, config, weights, config_name, hint, check_before_first_use)
+        return _build_and_assign(cls, config, weights, config_name, hint, check_before_first_use, without)
     finally:
         weights.start_check()   # never leave a deferred check waiting (the reader thread holds the interpreter open)
 
 
 def _build_and_assign(cls, config: dict, weights: BackgroundRead, config_name: str, hint: str,
-                      check_before_first_use: bool):
+                      check_before_first_use: bool, without: tuple[str, ...]):
     try:
         with _no_weight_init(), torch.device("meta"):
             model = cls.from_config(config)
+        for name in without:
+            setattr(model, name, None)
     except Exception as exc:  # diffusers raises TypeError/ValueError/KeyError/... for bad configs
         weights.result()   # a broken weight file is the first thing to report, as when it was read first
         raise CorruptWeightsError(f"{config_name} is not a valid {cls.__name__} config ({exc}). {hint}") from exc
@@ -168,6 +173,9 @@ def load_unet(weights: str | os.PathLike, config_path: str | os.PathLike | None 
     return load_model(UNet2DConditionModel, config, reading, str(config_path), hint, check_before_first_use=True)
 
 
+VAE_ENCODER_PARTS = ("encoder", "quant_conv")   # what only VAE Encode uses: generation decodes alone
+
+
 def _vae_files(path: Path, config: Optional[dict]) -> tuple[Path, dict, str, str]:
     """(weights file, config, config name, hint) of a VAE path, checked as far as the files' names and the config
     go."""
@@ -211,7 +219,7 @@ def check_vae(path: str | os.PathLike) -> None:
     check_vae_names(names, weights)
 
 
-def load_vae(path: str | os.PathLike, config: Optional[dict] = None):
+def load_vae(path: str | os.PathLike, config: Optional[dict] = None, *, encoder: bool = True):
     """SD1.5's VAE (``AutoencoderKL``) from a diffusers folder (``config.json`` +
     ``diffusion_pytorch_model.safetensors``: stable-diffusion-v1-5's ``vae/``) or one ``.safetensors`` file with
     diffusers' key names or the original Stable Diffusion ones (``vae_files``: what ComfyUI's models/vae holds).
@@ -219,13 +227,21 @@ def load_vae(path: str | os.PathLike, config: Optional[dict] = None):
     ``config`` overrides the architecture; by default a folder's ``config.json``, for a file ``SD15_VAE_CONFIG``.
     The attention names of files saved by diffusers < 0.14 (``query``/``key``/``value``/``proj_attn``, the era of
     SD1.5's own vae/ file) are accepted, as diffusers' ``from_pretrained`` accepts them.
+
+    ``encoder=False`` loads the decoder half only (``VAE_ENCODER_PARTS`` are None): the encoder's 34M weights are
+    then never read, checked or held in memory; ``vae.encode`` is unavailable.
     """
     weights, config, config_name, hint = _vae_files(Path(path), config)
     from .vae_files import to_diffusers_names
 
     # a file in the original Stable Diffusion layout gets diffusers' names, then old diffusers' attention names
-    reading = BackgroundRead(weights, prepare=lambda sd: _rename_legacy_attention(to_diffusers_names(sd, config,
-                                                                                                     weights)))
+    without = () if encoder else VAE_ENCODER_PARTS
+
+    def prepare(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        sd = _rename_legacy_attention(to_diffusers_names(sd, config, weights))
+        return {k: v for k, v in sd.items() if k.split(".", 1)[0] not in without}
+
+    reading = BackgroundRead(weights, prepare=prepare)
     from diffusers import AutoencoderKL
 
-    return load_model(AutoencoderKL, config, reading, config_name, hint)
+    return load_model(AutoencoderKL, config, reading, config_name, hint, without=without)

@@ -63,8 +63,11 @@ def make_scheduler(name: str = "dpmpp_2m"):
     return DPMSolverMultistepScheduler.from_config(SD15_SCHEDULER_CONFIG)
 
 
-def initial_noise(count: int, channels: int, latent_height: int, latent_width: int, seed: int) -> torch.Tensor:
-    """Standard normal noise [count, C, h, w], float32, CPU: one draw from a CPU generator seeded with ``seed``."""
+def initial_noise(count: int, channels: int, latent_height: int, latent_width: int, seed: int,
+                  steps: Optional[int] = None) -> torch.Tensor:
+    """Standard normal noise [count, C, h, w], float32, CPU: one draw from a CPU generator seeded with ``seed``.
+    With ``steps`` (a sampler that adds noise between steps, see ``lcm``): [count, steps, C, h, w], the later
+    draws of the same generator after the first."""
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 64:
         raise InvalidInputError(f"seed must be an integer from 0 to 2**64-1, got {seed!r}")
     count = positive_int(count, "count", upper=MAX_BATCH)
@@ -72,7 +75,11 @@ def initial_noise(count: int, channels: int, latent_height: int, latent_width: i
     latent_height = positive_int(latent_height, "latent_height", upper=MAX_PIXELS_SIDE)
     latent_width = positive_int(latent_width, "latent_width", upper=MAX_PIXELS_SIDE)
     generator = torch.Generator("cpu").manual_seed(seed)
-    return torch.randn((count, channels, latent_height, latent_width), generator=generator, dtype=torch.float32)
+    first = torch.randn((count, channels, latent_height, latent_width), generator=generator, dtype=torch.float32)
+    if steps is None:
+        return first
+    _check_count("steps", steps)
+    return draw_step_noise(generator, first, steps)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -106,22 +113,25 @@ class Arc2FacePipeline:
         self.controlnet = controlnet
         self.scheduler_name = "dpmpp_2m"   # or "lcm" (with an LCM LoRA: lcm.apply_lcm_arguments)
         self.files: dict[str, str] = {}   # where each part came from, filled in by load()
+        self._negative: Optional[torch.Tensor] = None   # encoder(""), the same for every call: computed once
         self.channels_last = False        # see optimize()
 
     @classmethod
     def load(cls, roots: ModelRoots, vae_path: str | os.PathLike, device: str | torch.device = "cpu",
              dtype: torch.dtype = torch.float32, download: bool = False,
-             vae_config: Optional[dict] = None, controlnet: bool = False) -> "Arc2FacePipeline":
+             vae_config: Optional[dict] = None, controlnet: bool = False,
+             vae_encoder: bool = True) -> "Arc2FacePipeline":
         """Find every file first and load the small VAE (and the ControlNet) before the big UNet, so a missing or
         wrong file is reported before anything heavy loads.
 
         ``download`` fetches missing Arc2Face files from Hugging Face; the VAE is never downloaded. ``controlnet``
-        loads the pose ControlNet (``<arc2face root>/controlnet/``) too.
+        loads the pose ControlNet (``<arc2face root>/controlnet/``) too. ``vae_encoder=False`` loads the VAE's
+        decoder only (generation never encodes; only a reference photo does): its encoder's weights are never read.
         """
         unet_files = find_unet(roots.arc2face, download=download)
         encoder_files = find_id_encoder(roots.arc2face, download=download)
         control_files = find_controlnet(roots.arc2face, download=download) if controlnet else None
-        vae = load_vae(vae_path, vae_config)   # first: a missing or wrong VAE is reported before the big UNet loads
+        vae = load_vae(vae_path, vae_config, encoder=vae_encoder)   # first: a missing or wrong VAE is reported before the big UNet loads
         control = load_controlnet(*control_files) if control_files else None
         pipeline = cls(load_unet(*unet_files), vae, load_id_encoder(*encoder_files), controlnet=control,
                        device=device, dtype=dtype)
@@ -166,22 +176,19 @@ class Arc2FacePipeline:
         """The initial noise of ``count`` images (see the module docstring), float32 on the CPU; for LCM, which adds
         noise between steps, [count, steps, C, h, w] with the later draws of the same generator (see ``lcm``)."""
         h, w = self.latent_size(width, height)
-        if not adds_noise(self.scheduler_name):
-            return initial_noise(count, self.vae.config.latent_channels, h, w, seed)
-        _check_count("steps", steps)
-        generator = torch.Generator("cpu").manual_seed(seed)
-        first = torch.randn((count, self.vae.config.latent_channels, h, w), generator=generator, dtype=torch.float32)
-        return draw_step_noise(generator, first, steps)
+        return initial_noise(count, self.vae.config.latent_channels, h, w, seed,
+                             steps if adds_noise(self.scheduler_name) else None)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def conditioning(self, embeds: torch.Tensor, images_per_id: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(positive, negative), each [N*k, 77, 768]: identity i in rows i*k..i*k+k-1; negative = encoder("")."""
         positive, _ = self.encoder.encode(embeds)
-        negative, _ = self.encoder.encode_empty()
+        if self._negative is None:
+            self._negative = self.encoder.encode_empty()[0]
         positive = positive.repeat_interleave(images_per_id, dim=0)
-        return positive, negative.expand(positive.shape[0], -1, -1)
+        return positive, self._negative.expand(positive.shape[0], -1, -1)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def denoise(self, positive: torch.Tensor, negative: torch.Tensor, noise: torch.Tensor, steps: int = DEFAULT_STEPS,
                 guidance_scale: float = DEFAULT_GUIDANCE, progress: Optional[Progress] = None,
                 control: Optional[torch.Tensor] = None, control_scale: float = 1.0, control_start: float = 0.0,
@@ -226,10 +233,13 @@ class Arc2FacePipeline:
                 progress(index + 1, steps)
         return latents
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def encode_images(self, images: np.ndarray) -> torch.Tensor:
         """uint8 RGB [B, H, W, 3] → scaled latents, the VAE posterior's mean × 0.18215 (what ComfyUI's VAE Encode
         gives; the reference samples the posterior, whose spread is tiny)."""
+        if self.vae.encoder is None:
+            raise InvalidInputError("this pipeline was loaded without the VAE's encoder (vae_encoder=False): load it "
+                                    "with vae_encoder=True to encode photos (the Reference Adapter needs it)")
         x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).to(self.device, self.dtype)
         return self.vae.encode(x / 127.5 - 1.0).latent_dist.mean * VAE_SCALING_FACTOR
 
@@ -255,7 +265,7 @@ class Arc2FacePipeline:
         return reference_adapter(self.unet, reference.lora, reference.strength, banks, cond_or_uncond,
                                  IdentityLayout(count, images_per_id), generated_size=latent_size)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents → VAE images [B, 3, H, W] in about -1..1 (not clamped)."""
         return self.vae.decode(self._layout(latents / VAE_SCALING_FACTOR), return_dict=False)[0]

@@ -59,6 +59,15 @@ class EmbedResult:
     faces: list[DetectedFace]        # the face chosen in each image
 
 
+@dataclass(frozen=True)
+class FoundFaces:
+    """The largest face of each image of a batch where there is one (``found`` per image; the others skipped)."""
+
+    embeds: torch.Tensor             # [M, 512] float32 unit rows, M = number of images with a face
+    found: list[bool]                # per image
+    crops: list[np.ndarray]          # M aligned 112x112 uint8 BGR crops (what the recogniser saw)
+
+
 def _check_detector(model: Any, path: Path) -> None:
     if getattr(model, "taskname", None) != "detection":
         raise WrongModelError(
@@ -157,6 +166,12 @@ class FaceAnalyzer:
 
         Unlike ``embed``, an image without a face is skipped rather than an error: the identity check scores it.
         """
+        found = self.analyse_where_found(images)
+        return found.embeds, found.found
+
+    def analyse_where_found(self, images: Any) -> "FoundFaces":
+        """``embed_where_found`` with the aligned 112x112 crops the embeddings were computed from (a dataset's
+        training crops: the face ArcFace saw, detected and aligned once)."""
         crops, found = [], []
         for image in _as_bgr_list(images):
             faces = self.detect_faces(image)
@@ -164,8 +179,8 @@ class FaceAnalyzer:
             if faces:
                 crops.append(self.align(image, max(faces, key=lambda f: f.area)))
         if not crops:
-            return torch.empty(0, EMBED_DIM), found
-        return _normalise(self._recognise(crops), self.recogniser_path), found
+            return FoundFaces(torch.empty(0, EMBED_DIM), found, [])
+        return FoundFaces(_normalise(self._recognise(crops), self.recogniser_path), found, crops)
 
     def choose_face(self, image_bgr: np.ndarray, choice: str | int, index: int, count: int) -> DetectedFace:
         """The chosen face of image ``index`` (of ``count``, for messages), or NoFaceError naming that image."""

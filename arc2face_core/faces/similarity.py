@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
+import numpy as np
 import torch
 
 from ..batching import IdentityLayout, plural
@@ -29,6 +30,7 @@ class IdentityScores:
     scores: list[float]        # one per image; NO_FACE_SCORE where no face was found
     identities: list[int]      # the 0-based identity each image was compared with
     found: list[bool]          # whether a face was found in each image
+    crops: Optional[list[Optional[np.ndarray]]] = None   # with keep_crops: each image's aligned 112x112 BGR face
 
     @property
     def no_face(self) -> list[int]:
@@ -66,19 +68,23 @@ def identity_of_images(images: int, identities: int, images_per_id: int) -> list
         f"images_per_id to the Arc2Face Sampler's, or give one identity to compare every image with")
 
 
-def score_identities(analyzer: Any, images: Any, embeds: torch.Tensor, images_per_id: int = 1) -> IdentityScores:
-    """Score each image of ``images`` (a ComfyUI IMAGE or uint8 BGR arrays) against its identity in ``embeds``."""
+def score_identities(analyzer: Any, images: Any, embeds: torch.Tensor, images_per_id: int = 1,
+                     keep_crops: bool = False) -> IdentityScores:
+    """Score each image of ``images`` (a ComfyUI IMAGE or uint8 BGR arrays) against its identity in ``embeds``;
+    ``keep_crops`` also returns the aligned face each score was computed from (None where there is no face)."""
     targets = normalize(embeds)
-    found_embeds, found = analyzer.embed_where_found(images)
-    owners = identity_of_images(len(found), targets.shape[0], images_per_id)
-    scores, next_found = [], 0
-    for owner, has_face in zip(owners, found):
+    faces = analyzer.analyse_where_found(images)
+    owners = identity_of_images(len(faces.found), targets.shape[0], images_per_id)
+    scores, crops, next_found = [], [], 0
+    for owner, has_face in zip(owners, faces.found):
         if has_face:
-            scores.append(float(found_embeds[next_found] @ targets[owner]))
+            scores.append(float(faces.embeds[next_found] @ targets[owner]))
+            crops.append(faces.crops[next_found])
             next_found += 1
         else:
             scores.append(NO_FACE_SCORE)
-    return IdentityScores(scores, owners, found)
+            crops.append(None)
+    return IdentityScores(scores, owners, faces.found, crops if keep_crops else None)
 
 
 def check_threshold(threshold: Any) -> float:
