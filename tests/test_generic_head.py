@@ -20,7 +20,7 @@ from arc2face_core.faces.head_pose import rotation_from_angles
 from arc2face_core.pose.generic_head import build_generic_head
 from arc2face_core.pose.render import generic_normal_maps, render_generic_head, render_normal_map
 
-UP = np.array([1.0, -1.0, 1.0])      # insightface's frame (y down) <-> the head's own (y up)
+UP = np.array([1.0, -1.0, 1.0])      # insightface's frame (y down) <-> the hint's normals (y up)
 
 
 def euler(pitch: float, yaw: float, roll: float) -> np.ndarray:
@@ -69,13 +69,18 @@ def frontal():
 
 
 def eyeballs(head) -> list[tuple[np.ndarray, float]]:
-    """(centre, radius) of the two eyeball meshes, from their vertices (y up)."""
+    """(centre, radius) of the two eyeball meshes (image left first), from their vertices, in insightface's frame."""
     out = []
     for name in ("right_eye", "left_eye"):
-        v = head.vertices[np.unique(head.faces[head.parts[name]])] * UP
+        v = head.vertices[np.unique(head.faces[head.parts[name]])]
         centre = (v.max(0) + v.min(0)) / 2
         out.append((centre, float(np.linalg.norm(v - centre, axis=1).mean())))
     return out
+
+
+def own(head, points: np.ndarray) -> np.ndarray:
+    """Points in the frame the head was built in (mm, y up, the face looking along +z): where its sizes are measured."""
+    return head.to_own(points)
 
 
 # ------------------------------------------------------------------------------------------------------ mesh
@@ -118,14 +123,14 @@ EAR_LENGTH = (52.0, 72.0)            # ANSUR II / Farkas 1994: ear length
 
 
 def midline(head) -> np.ndarray:
-    """The head's vertices within 0.8 mm of the midline, y up."""
-    v = head.vertices[np.unique(head.faces[head.parts["head"]])] * UP
+    """The head's vertices within 0.8 mm of the midline, in its own frame."""
+    v = own(head, head.vertices[np.unique(head.faces[head.parts["head"]])])
     return v[np.abs(v[:, 0]) < 0.8]
 
 
 def section_perimeter(head, height: float) -> float:
     """Perimeter of the convex hull of the head's cross-section by the plane y = height (a tape round it)."""
-    v = head.vertices * UP
+    v = own(head, head.vertices)
     corners = v[head.faces[head.parts["head"]]]
     points = []
     for a, b in ((0, 1), (1, 2), (2, 0)):
@@ -137,7 +142,7 @@ def section_perimeter(head, height: float) -> float:
 
 
 def test_proportions_are_an_adult_heads(head):
-    v = head.vertices[np.unique(head.faces[head.parts["head"]])] * UP
+    v = own(head, head.vertices[np.unique(head.faces[head.parts["head"]])])
     line = midline(head)
     glabella = line[(line[:, 1] > 5) & (line[:, 1] < 45)][:, 2].max()
     back = v[v[:, 1] > -40][:, 2].min()
@@ -180,7 +185,7 @@ def mouth_width(head, step: float = 0.25) -> float:
     row where the surface lies well behind the lips just above and below it; its width from corner to corner."""
     from arc2face_core.pose.rasterizer import rasterize
 
-    v = head.vertices * UP
+    v = own(head, head.vertices)
     lips = (np.abs(v[:, 0]) < 45) & (v[:, 1] < -40) & (v[:, 1] > -90) & (v[:, 2] > -20)
     faces = head.faces[head.parts["head"]]
     faces = faces[lips[faces].all(1)]
@@ -227,19 +232,16 @@ def test_the_silhouette_is_one_piece_with_the_ears_joined(frontal):
 def test_eyeballs_show_through_the_lid_openings(head, frontal):
     """Inside each opening the hint is the eyeball's sphere: n = (p - centre) / radius, seen from the front."""
     frame = ffhq_map(head.landmarks[:, :2], 512)
-    scale = math.sqrt(abs(np.linalg.det(frame[:, :2])))
     normals = normals_of(frontal.image)
     for centre, radius in eyeballs(head):
         seen = 0
         for dx in np.linspace(-0.6, 0.6, 7) * radius:
             for dy in (-1.0, 0.0, 1.0):
-                p = centre + [dx, dy, 0.0]
-                p[2] = centre[2] + math.sqrt(radius ** 2 - dx ** 2 - dy ** 2)
-                pixel = projected((p * UP)[None], np.eye(3), frame)[0]
-                expected = (p - centre) / radius
+                p = centre + [dx, dy, math.sqrt(radius ** 2 - dx ** 2 - dy ** 2)]     # facing the camera
+                pixel = projected(p[None], np.eye(3), frame)[0]
+                expected = (p - centre) / radius * UP                                # the hint's y is up
                 seen += np.abs(at(normals, pixel) - expected).max() < 0.04
         assert seen >= 19, seen                      # 21 samples across the opening
-    assert scale == pytest.approx(frame[0, 0], rel=1e-9)
 
 
 def test_framing_follows_image_align_over_the_pose_grid(head):
@@ -262,7 +264,7 @@ def test_framing_follows_image_align_over_the_pose_grid(head):
                 near = np.sign(centre[0]) == np.sign(yaw)     # the eye on the side the nose turns to
                 if abs(yaw) > 30 and not (near and pitch == 0):
                     continue
-                apex = projected(((centre + radius * np.array([0, 0, 1.0])) * UP)[None], rotation, frame)[0]
+                apex = projected((centre + [0.0, 0.0, radius])[None], rotation, frame)[0]
                 assert np.abs(at(normals, apex) - forward).max() < 0.12, (yaw, pitch)
             if abs(yaw) <= 30 and pitch == 0:
                 # The mouth: going down through the slit's middle the normals turn from the upper lip's underside
@@ -306,11 +308,11 @@ def test_the_jaw_opens_with_jaw_open(head):
     # nose do not move.
     from arc2face_core.pose.head_rig import JAW_PIVOT
 
-    chin = head.landmarks[8] * UP
+    chin = own(head, head.landmarks[8])
     expected = (chin - JAW_PIVOT) @ Rotation.from_rotvec(jaw).as_matrix().T + JAW_PIVOT
-    np.testing.assert_allclose(landmarks[8] * UP, expected, atol=1e-9)
+    np.testing.assert_allclose(own(head, landmarks[8]), expected, atol=1e-9)
     assert expected[1] < chin[1] - 15                                     # 0.3 rad drops the chin ~2 cm
-    upper = (head.vertices * UP)[:, 1] > -30
+    upper = own(head, head.vertices)[:, 1] > -30
     np.testing.assert_array_equal(vertices[upper], head.vertices[upper])
     # Rendered: the lips part (the mouth's middle shows the pocket behind them), the upper face is unchanged.
     closed, opened = render_generic_head(), render_generic_head(jaw=jaw)
@@ -328,12 +330,12 @@ def test_eyelids_close_with_the_eyelid_values(head, frontal):
     (right, radius), (left, _) = eyeballs(head)
     shut = render_generic_head(eyelids=[1.0, 0.0])
     for centre, changed in ((left, True), (right, False)):
-        pixel = projected(((centre + [0, 0, radius]) * UP)[None], np.eye(3), frame)[0]
+        pixel = projected((centre + [0, 0, radius])[None], np.eye(3), frame)[0]
         window = (slice(int(pixel[1]) - 6, int(pixel[1]) + 7), slice(int(pixel[0]) - 20, int(pixel[0]) + 21))
         differs = (shut.image[window] != frontal.image[window]).any(-1).mean()
         assert (differs > 0.5) if changed else (differs == 0), (changed, differs)
     # Shut: the apex of the left eyeball is under the lid (no longer the sphere's forward normal).
-    pixel = projected(((left + [0, 0, radius]) * UP)[None], np.eye(3), frame)[0]
+    pixel = projected((left + [0, 0, radius])[None], np.eye(3), frame)[0]
     assert abs(normals_of(at(shut.image, pixel))[2] - 1.0) > 0.02 or \
         np.abs(normals_of(at(shut.image, pixel)) - normals_of(at(frontal.image, pixel))).max() > 0.05
 

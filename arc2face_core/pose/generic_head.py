@@ -2,10 +2,14 @@
 
 The head is a closed surface meshed from the signed-distance description of ``head_anatomy`` (published head and
 face measurements; no FLAME data), plus two eyeballs seen through the eyelid openings (``head_mesh``). Its jaw and
-upper eyelids move by skinning weights (``head_rig``). Everything is in millimetres in insightface's head frame (x
-to image right, y DOWN, z toward the camera: the frame of the 68-point landmarks and of typed angles), the faces
-wound outward once y is flipped up (FLAME's frame, where the renderer works). Building takes a few seconds and is
-done once per process; posing is a few array operations on the vertices the jaw or lids move.
+upper eyelids move by skinning weights (``head_rig``), in the frame it was built in (y up, as FLAME's).
+
+The head is kept in millimetres in insightface's head frame (x to image right, y DOWN, z toward the camera: the frame
+of the 68-point landmarks and of typed angles), the faces wound outward once y is flipped up (FLAME's frame, where
+the renderer works). Pitch 0 means what it means for insightface's pose: the head is turned about x, once, by the
+angle that best lays its landmarks (eye corners, nose, mouth corners, chin) on insightface's 68-point mean face
+(``REST_POINTS``; a few degrees, chin up). Building takes a few seconds and is done once per process; posing is a few
+array operations on the vertices the jaw or lids move.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InvalidInputError
-from .head_rig import head_landmarks, jaw_weights, lid_weights, posed_points
+from .head_rig import head_landmarks, jaw_weights, lid_weights, posed_points, similarity_3d
 
-Y_DOWN = np.array([1.0, -1.0, 1.0])       # the head's own frame (y up) <-> insightface's (y down)
+Y_DOWN = np.diag([1.0, -1.0, 1.0])        # the head's own frame (y up) <-> insightface's (y down)
+REST_POINTS = [27, 28, 29, 30, 31, 33, 35, 36, 39, 42, 45, 48, 54, 8]
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,11 @@ class GenericHead:
     lid_weight: np.ndarray    # [V] 0..1 (upper lids)
     lid_angle: np.ndarray     # [V] degrees that close the lid at each vertex
     landmark_weights: tuple   # the same three for the landmarks
+    rest: np.ndarray          # [3, 3] the head's own frame (y up, as built) -> insightface's: own @ rest.T
+
+    def to_own(self, points: np.ndarray) -> np.ndarray:
+        """Points in insightface's frame -> the frame the head was built in (mm, y up), where the rig works."""
+        return np.asarray(points, np.float64) @ self.rest
 
     def posed(self, jaw=None, eyelids=None) -> tuple[np.ndarray, np.ndarray]:
         """(vertices, landmarks) with the jaw turned by ``jaw`` (FLAME's jaw axis-angle, radians, in FLAME's frame:
@@ -42,10 +52,13 @@ class GenericHead:
         lids = np.zeros(2) if eyelids is None else np.clip(checked_numbers(eyelids, 2, "eyelids"), 0.0, 1.0)
         if not (jaw.any() or lids.any()):
             return self.vertices, self.landmarks
-        # FLAME's frame (y up) is the head's own frame: the rig works there.
-        vertices = posed_points(self.vertices * Y_DOWN, jaw, lids, self.jaw_weight, self.lid_weight, self.lid_angle)
-        landmarks = posed_points(self.landmarks * Y_DOWN, jaw, lids, *self.landmark_weights)
-        return vertices * Y_DOWN, landmarks * Y_DOWN
+        # FLAME's frame (y up) is the head's own frame: the rig works there; only the moves come back (so what the
+        # jaw and lids leave alone stays exactly where it was).
+        own_vertices, own_landmarks = self.to_own(self.vertices), self.to_own(self.landmarks)
+        moved = posed_points(own_vertices, jaw, lids, self.jaw_weight, self.lid_weight, self.lid_angle)
+        moved_landmarks = posed_points(own_landmarks, jaw, lids, *self.landmark_weights)
+        return (self.vertices + (moved - own_vertices) @ self.rest.T,
+                self.landmarks + (moved_landmarks - own_landmarks) @ self.rest.T)
 
 
 def checked_numbers(values, count: int, name: str) -> np.ndarray:
@@ -79,9 +92,19 @@ def _head() -> GenericHead:
     eye_vertices = np.unique(np.vstack(faces)[slice(head_faces.stop, None)])
     jaw[eye_vertices], lid[eye_vertices] = 0.0, 0.0         # the eyeballs stay where they are
     landmark_weights = (jaw_weights(landmarks), *lid_weights(landmarks))
-    head = GenericHead(vertices=up * Y_DOWN, faces=np.vstack(faces), landmarks=landmarks * Y_DOWN, parts=parts,
-                       jaw_weight=jaw, lid_weight=lid, lid_angle=angle, landmark_weights=landmark_weights)
+    rest = _rest_turn(landmarks @ Y_DOWN, mean_shape()) @ Y_DOWN
+    head = GenericHead(vertices=up @ rest.T, faces=np.vstack(faces), landmarks=landmarks @ rest.T, parts=parts,
+                       jaw_weight=jaw, lid_weight=lid, lid_angle=angle, landmark_weights=landmark_weights, rest=rest)
     for array in (head.vertices, head.faces, head.landmarks, head.jaw_weight, head.lid_weight, head.lid_angle,
-                  *landmark_weights):
+                  head.rest, *landmark_weights):
         array.flags.writeable = False
     return head
+
+
+def _rest_turn(landmarks: np.ndarray, mean_face: np.ndarray) -> np.ndarray:
+    """The turn about x (insightface's frame) that best lays the head's landmarks on the mean face's: its pitch only
+    (the head is left-right symmetric, so the other two angles are noise)."""
+    _, turn, _ = similarity_3d(landmarks[REST_POINTS], mean_face[REST_POINTS])
+    angle = np.arctan2(turn[2, 1], turn[1, 1])
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from .face_height import face_distance, face_height
-from .sdf import egg, ellipsoid, smooth_intersect, smooth_subtract, smooth_union, sphere
+from .sdf import egg, ellipsoid, smooth_intersect, smooth_subtract, smooth_union
 
 # --- eyes (Dodgson 2004; Bekerman et al. 2014; Farkas 1994)
 EYE_HALF_DISTANCE = 32.0        # eyeball centres +-x: interpupillary distance 64 mm (adults: mean 63.4, 95% 56-71)
@@ -27,11 +27,11 @@ LID_GAP = 0.8                   # between the eyeball and the inside of the lids
 LID_THICKNESS = 1.2             # eyelid skin over the eyeball
 FISSURE_UP_DEG = 20.0           # upper lid margin above the eye's centre, degrees seen from the eyeball centre...
 FISSURE_DOWN_DEG = 17.0         # ...lower margin below it: an opening ~10 mm high (eye fissure height 10-11 mm)
-FISSURE_HALF_WIDTH_DEG = 62.0   # the canthi: an opening ~26 mm wide seen from the front (fissure length 30-31 mm)
+FISSURE_HALF_WIDTH_DEG = 70.0   # the canthi: an opening ~26 mm wide seen from the front (fissure length 30-31 mm)
 CANTHAL_TILT_DEG = 4.0          # the outer corner a little higher than the inner one
 # --- cranium (ANSUR II: head breadth, head length, tragion to top of head)
 CRANIUM_CENTRE = (0.0, 20.0, -80.0)
-CRANIUM_AXES_POSITIVE = (77.0, 80.0, 82.0)     # semi-axes: sideways, up, forward (the face field makes the forehead)
+CRANIUM_AXES_POSITIVE = (77.0, 86.0, 82.0)     # semi-axes: sideways, up, forward (the face field makes the forehead)
 CRANIUM_AXES_NEGATIVE = (77.0, 105.0, 95.0)    # sideways, down, backward
 # --- face: a height field z = h(x, y) in front of the skull (see face_height), and the jaw's underside
 JAW = ((0.0, -72.0, -40.0), (54.0, 38.0, 52.0))
@@ -42,14 +42,15 @@ MOUTH_SLIT = 0.9                            # half height of the slit between th
 MOUTH_SLIT_BACK = 8.0                       # the slit reaches back to z = 8 (lips ~10 mm deep) into the mouth:
 MOUTH_CAVITY = ((0.0, -64.0, -2.0), (20.0, 6.0, 11.0))   # a closed pocket behind the lips, seen when the jaw opens
 # --- nose (Farkas 1994: nasal height n-sn, width al-al, tip protrusion sn-prn)
-NOSTRIL = ((6.0, -36.5, 22.5), (3.2, 3.0, 5.5))
+NOSTRIL = ((6.0, -33.5, 22.5), (3.2, 3.0, 5.5))
 # --- ears (Farkas 1994: ear length, width, protrusion)
-EAR_CENTRE = (78.0, -26.0, -82.0)          # mirrored to -x
+EAR_CENTRE = (78.0, -31.0, -82.0)          # mirrored to -x
 EAR_AXES = (4.5, 31.0, 17.0)               # thickness, half length (62 mm), half width (34 mm)
 EAR_TILT_DEG = 15.0                         # the top leans back
-EAR_FLARE_DEG = 28.0                        # the back edge stands out from the head
+EAR_FLARE_DEG = 40.0                        # the back edge stands out from the head
+EAR_BOWL = ((6.5, -3.0, 1.0), (5.5, 21.0, 12.0))   # carved into the outer face: centre and semi-axes in the ear's frame
 # --- neck (ANSUR II: neck circumference)
-NECK_TOP, NECK_BOTTOM = (0.0, 10.0, -75.0), (0.0, -215.0, -75.0)
+NECK_TOP, NECK_BOTTOM = (0.0, 10.0, -65.0), (0.0, -215.0, -135.0)   # leaning forward ~17 degrees
 NECK_AXES = (57.0, 58.0)                    # x, z semi-axes: circumference ~370 mm
 
 # Fillets (mm): how softly the parts meet.
@@ -80,7 +81,7 @@ def eye_angles(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def fissure_margins(lateral: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Elevations (degrees) of the upper and lower lid margins at a lateral angle: an almond closing at the canthi."""
     t = np.clip(lateral / FISSURE_HALF_WIDTH_DEG, -1.0, 1.0)
-    shape = np.sqrt(np.maximum(1.0 - t * t, 0.0))
+    shape = np.maximum(1.0 - t * t, 0.0) ** 0.7          # an almond: pointed at the corners
     middle = CANTHAL_TILT_DEG * t / 2
     return middle + FISSURE_UP_DEG * shape, middle - FISSURE_DOWN_DEG * shape
 
@@ -105,7 +106,7 @@ def _ear(points: np.ndarray) -> np.ndarray:
     c, s = np.cos(tilt), np.sin(tilt)
     p = p @ np.array([[1, 0, 0], [0, c, s], [0, -s, c]])
     pinna = ellipsoid(p, (0.0, 0.0, 0.0), EAR_AXES)
-    bowl = ellipsoid(p, (EAR_AXES[0] + 1.5, -6.0, 1.0), (4.0, 14.0, 9.5))
+    bowl = ellipsoid(p, EAR_BOWL[0], EAR_BOWL[1])
     return smooth_subtract(pinna, bowl, 2.0)
 
 
@@ -123,9 +124,6 @@ def head_distance(points: np.ndarray) -> np.ndarray:
                             BLEND_FACE)
     face = smooth_intersect(face, ellipsoid(points, *FACE_VOLUME), BLEND_HEAD)
     d = smooth_union(skull, face, BLEND_HEAD)
-    # Eyelids: a shell round each eyeball, blended into the face.
-    lids = sphere(sym, (EYE_HALF_DISTANCE, 0.0, 0.0), EYEBALL_RADIUS + LID_GAP + LID_THICKNESS)
-    d = smooth_union(d, lids, BLEND_LIDS)
     d = smooth_union(d, _ear(points), BLEND_EAR)
     d = smooth_union(d, _neck(points), BLEND_NECK)
     # Openings: the eyelid fissures, the mouth slit, the nostrils.
@@ -147,8 +145,10 @@ def _mouth_cut(points: np.ndarray) -> np.ndarray:
 
 
 def _neck(points: np.ndarray) -> np.ndarray:
+    """An elliptic column leaning forward (its axis from ``NECK_BOTTOM`` up to ``NECK_TOP``), rounded at both ends."""
     top, bottom = np.asarray(NECK_TOP), np.asarray(NECK_BOTTOM)
-    p = points - top
+    along = np.clip((points[:, 1] - bottom[1]) / (top[1] - bottom[1]), 0.0, 1.0)
+    p = points - (bottom + along[:, None] * (top - bottom))
     radial = np.hypot(p[:, 0] / NECK_AXES[0], p[:, 2] / NECK_AXES[1]) - 1.0
     scale = min(NECK_AXES)
     side = radial * scale

@@ -195,3 +195,14 @@ def similarity(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarra
     turn = u @ fix @ vt
     scale = float(np.trace(np.diag(sigma) @ fix) / (a ** 2).sum())
     return scale, turn, mu_t - scale * turn @ mu_s
+
+
+def similarity_3d(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Least-squares 3D similarity (Umeyama 1991): target ~ scale * turn @ source + shift."""
+    mu_s, mu_t = source.mean(0), target.mean(0)
+    a, b = source - mu_s, target - mu_t
+    u, sigma, vt = np.linalg.svd(b.T @ a)
+    fix = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
+    turn = u @ fix @ vt
+    scale = float(np.trace(np.diag(sigma) @ fix) / (a ** 2).sum())
+    return scale, turn, mu_t - scale * turn @ mu_s

@@ -23,8 +23,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..faces.landmarks import check_landmarks, mean_shape
-from .generic_head import Y_DOWN, GenericHead, checked_numbers
-from .head_rig import JAW_PIVOT
+from .generic_head import GenericHead, checked_numbers
+from .head_rig import JAW_PIVOT, similarity_3d
 
 STABLE = [27, 28, 29, 30, 31, 33, 35, 36, 39, 42, 45]      # nose and eye corners: they carry the similarities
 LIP_PAIRS = ((51, 57), (50, 58), (52, 56), (62, 66), (61, 67), (63, 65))   # upper lip point, the one below it
@@ -63,7 +63,7 @@ def _jaw_opening(head: GenericHead, delta: np.ndarray) -> float:
     gap = float(np.mean([delta[lower, 1] - delta[upper, 1] for upper, lower in LIP_PAIRS]))
     if gap <= 0:
         return 0.0
-    lip = head.landmarks[66] * Y_DOWN                              # the head's own frame (y up)
+    lip = head.to_own(head.landmarks[66:67])[0]                    # the head's own frame (y up)
     lever = float(np.hypot(lip[1] - JAW_PIVOT[1], lip[2] - JAW_PIVOT[2]))
     return float(min(np.arctan2(gap, lever), MAX_JAW))
 
@@ -106,14 +106,3 @@ def _spline_at(coefficients: np.ndarray, centres: np.ndarray, points: np.ndarray
         kernel = np.linalg.norm(block[:, None] - centres[None], axis=-1)
         out[start:start + 20000] += kernel @ coefficients[:n]
     return out
-
-
-def similarity_3d(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Least-squares 3D similarity (Umeyama 1991): target ~ scale * turn @ source + shift."""
-    mu_s, mu_t = source.mean(0), target.mean(0)
-    a, b = source - mu_s, target - mu_t
-    u, sigma, vt = np.linalg.svd(b.T @ a)
-    fix = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
-    turn = u @ fix @ vt
-    scale = float(np.trace(np.diag(sigma) @ fix) / (a ** 2).sum())
-    return scale, turn, mu_t - scale * turn @ mu_s
