@@ -223,10 +223,11 @@ def test_the_silhouette_is_one_piece_with_the_ears_joined(frontal):
     _, pieces = ndimage.label(covered)
     _, gaps = ndimage.label(~covered)
     assert pieces == 1 and gaps == 1                 # no ear floats free, no background between ear and head
-    lm = frontal.landmarks_2d
-    row = int(lm[0, 1] + 10)                         # beside the face, at the ears
-    columns = np.flatnonzero(covered[row])
-    assert columns[0] < lm[0, 0] - 25 and columns[-1] > lm[16, 0] + 25
+    # The ears stand out beside the face: below the eyes the silhouette is wider than the skull is anywhere above.
+    eyes = int(frontal.landmarks_2d[36:48, 1].mean())
+    rows = np.flatnonzero(covered.any(1))
+    width = np.array([np.ptp(np.flatnonzero(covered[r])) for r in rows])
+    assert width[(rows > eyes + 10) & (rows < eyes + 130)].max() > width[rows < eyes].max() + 30
 
 
 def test_eyeballs_show_through_the_lid_openings(head, frontal):
@@ -436,3 +437,25 @@ def test_a_photos_own_shape_shapes_the_head(frontal):
         render_normal_map(np.zeros((5, 3)))
     with pytest.raises(InvalidInputError, match="NaN"):
         render_normal_map(np.full((68, 3), np.nan))
+
+
+def test_the_angles_node_gives_the_generic_head_the_expressions_jaw_and_eyelids(pack):
+    """Normal Map from Angles without FLAME: one hint per expression row, the generic head with that row's jaw
+    opening and eyelids (what it ignored before)."""
+    import torch
+
+    from arc2face_core.expression.vectors import make_expression
+
+    node = pack.NODE_CLASS_MAPPINGS["Arc2FaceNormalMapFromAngles"]()
+    expression = torch.cat([make_expression(0.0), make_expression(0.3, (1.0, 0.0))])
+    (hints,) = node.render(yaw=10.0, pitch=-5.0, roll=0.0, expression=expression)
+    assert tuple(hints.shape) == (2, 512, 512, 3) and hints.dtype == torch.float32
+    rotation = rotation_from_angles(-5, 10, 0)
+    # (the node passes the pose as FLAME's float32 axis-angle: a pixel or two may round the other way)
+    same = lambda a, b: (np.abs(a - b).max(-1) > 1.5 / 255).mean() < 0.0005          # noqa: E731
+    assert same(hints[0].numpy(), render_normal_map(None, rotation, roll_in_frame=True))
+    opened = render_normal_map(None, rotation, roll_in_frame=True, jaw=[0.3, 0.0, 0.0], eyelids=[1.0, 0.0])
+    assert same(hints[1].numpy(), opened) and not same(hints[0].numpy(), opened)
+    (alone,) = node.render(yaw=10.0, pitch=-5.0, roll=0.0)
+    assert tuple(alone.shape) == (1, 512, 512, 3)
+    np.testing.assert_array_equal(alone[0].numpy(), hints[0].numpy())

@@ -26,7 +26,7 @@ MIRRORED_BUMPS = (
     (30.0, 16.0, 34.0, 15.0, 1.5),       # brow ridge over each eye
     (31.0, -12.0, 22.0, 11.0, 3.5),      # under the eye: the lower lid runs into the cheek
     (29.0, -25.0, 22.0, 14.0, 2.0),      # the cheek under the eye
-    (42.0, -24.0, 24.0, 20.0, 4.0),      # cheekbone
+    (42.0, -32.0, 24.0, 22.0, 3.0),      # cheekbone
     (13.0, -32.5, 9.5, 7.5, 6.0),        # nose wing (ala)
 )
 BUMPS = (

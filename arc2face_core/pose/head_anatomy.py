@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from .face_height import face_distance, face_height
-from .sdf import egg, ellipsoid, smooth_intersect, smooth_subtract, smooth_union
+from .sdf import ellipsoid, rounded_egg, smooth_intersect, smooth_subtract, smooth_union
 
 # --- eyes (Dodgson 2004; Bekerman et al. 2014; Farkas 1994)
 EYE_HALF_DISTANCE = 32.0        # eyeball centres +-x: interpupillary distance 64 mm (adults: mean 63.4, 95% 56-71)
@@ -31,8 +31,9 @@ FISSURE_HALF_WIDTH_DEG = 70.0   # the canthi: an opening ~26 mm wide seen from t
 CANTHAL_TILT_DEG = 4.0          # the outer corner a little higher than the inner one
 # --- cranium (ANSUR II: head breadth, head length, tragion to top of head)
 CRANIUM_CENTRE = (0.0, 20.0, -80.0)
-CRANIUM_AXES_POSITIVE = (77.0, 86.0, 82.0)     # semi-axes: sideways, up, forward (the face field makes the forehead)
-CRANIUM_AXES_NEGATIVE = (77.0, 105.0, 95.0)    # sideways, down, backward
+CRANIUM_AXES_POSITIVE = (79.0, 86.0, 82.0)     # semi-axes: sideways, up, forward (the face field makes the forehead)
+CRANIUM_AXES_NEGATIVE = (79.0, 105.0, 95.0)    # sideways, down, backward
+CRANIUM_POWER = 2.3                            # 2: an ellipsoid; more: flatter on top, fuller at the shoulders
 # --- face: a height field z = h(x, y) in front of the skull (see face_height), and the jaw's underside
 JAW = ((0.0, -72.0, -40.0), (54.0, 38.0, 52.0))
 FACE_BOTTOM, FACE_BOTTOM_RISE, FACE_HALF_WIDTH = -110.0, 25.0, 50.0   # the jaw's lower border seen from the front
@@ -51,7 +52,7 @@ EAR_FLARE_DEG = 40.0                        # the back edge stands out from the 
 EAR_BOWL = ((6.5, -3.0, 1.0), (5.5, 21.0, 12.0))   # carved into the outer face: centre and semi-axes in the ear's frame
 # --- neck (ANSUR II: neck circumference)
 NECK_TOP, NECK_BOTTOM = (0.0, 10.0, -65.0), (0.0, -215.0, -135.0)   # leaning forward ~17 degrees
-NECK_AXES = (57.0, 58.0)                    # x, z semi-axes: circumference ~370 mm
+NECK_AXES = (55.0, 58.0)                    # x, z semi-axes: circumference ~370 mm
 
 # Fillets (mm): how softly the parts meet.
 BLEND_HEAD, BLEND_FACE, BLEND_LIDS, BLEND_EAR, BLEND_NECK = 14.0, 8.0, 5.0, 6.0, 22.0
@@ -114,7 +115,7 @@ def head_distance(points: np.ndarray) -> np.ndarray:
     """Signed distance (mm, approximately) to the head's skin, eyeballs excluded: < 0 inside."""
     points = np.asarray(points, np.float64)
     sym = mirrored(points)
-    skull = egg(points, CRANIUM_CENTRE, CRANIUM_AXES_POSITIVE, CRANIUM_AXES_NEGATIVE)
+    skull = rounded_egg(points, CRANIUM_CENTRE, CRANIUM_AXES_POSITIVE, CRANIUM_AXES_NEGATIVE, CRANIUM_POWER)
     skull = smooth_union(skull, ellipsoid(points, *JAW), BLEND_HEAD)
     # The face: behind the height field, above the jaw's lower border, in front of the ears.
     face = face_distance(points)

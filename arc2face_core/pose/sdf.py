@@ -30,6 +30,19 @@ def egg(points: np.ndarray, centre, axes_positive, axes_negative) -> np.ndarray:
     return np.maximum(estimate, np.linalg.norm(p, axis=1) - np.max(axes, axis=1))
 
 
+def rounded_egg(points: np.ndarray, centre, axes_positive, axes_negative, power: float) -> np.ndarray:
+    """``egg`` with the exponent ``power`` instead of 2 (a superellipsoid: above 2 flatter on its faces, fuller at
+    its shoulders); the first-order estimate f / |grad f| of f = (sum |p_i / r_i|^power)^(1 / power) - 1."""
+    p = points - np.asarray(centre, np.float64)
+    axes = np.where(p >= 0, np.asarray(axes_positive, np.float64), np.asarray(axes_negative, np.float64))
+    q = np.abs(p) / axes
+    total = np.maximum((q ** power).sum(1), 1e-300)
+    f = total ** (1.0 / power) - 1.0
+    gradient = total[:, None] ** (1.0 / power - 1.0) * q ** (power - 1.0) / axes
+    estimate = f / np.maximum(np.linalg.norm(gradient, axis=1), 1e-12)
+    return np.maximum(estimate, np.linalg.norm(p, axis=1) - np.max(axes, axis=1))
+
+
 def sphere(points: np.ndarray, centre, radius: float) -> np.ndarray:
     return np.linalg.norm(points - np.asarray(centre, np.float64), axis=1) - radius
 
