@@ -1,16 +1,16 @@
 """The generic adult head as a signed-distance function, built from published head and face measurements.
 
 Units are millimetres in the head's own frame: x to the subject's left (image right when the face looks at the
-camera), y UP, z forward (toward the camera); the origin is midway between the two eyeball centres. Every size below
-is an adult measurement from the sources in ``docs/pose_without_emoca.md`` ("The generic head: sources"), taken
-within the published ranges (the number the test suite checks the mesh against is written beside each one); nothing
-comes from FLAME or its renders.
+camera), y UP, z forward (toward the camera); the origin is midway between the two eyeball centres. The sizes with a
+source (its name in the comment) are adult measurements from the publications listed in
+``docs/pose_without_emoca.md`` ("The generic head: sources"), within their published ranges; the rest (curvatures,
+fillets, the ear's bowl, the neck's lean) are design choices. Nothing comes from FLAME or its renders.
 
-The head is one smooth solid: a cranium (an ellipsoid whose semi-axes differ front/back and up/down), a brow ridge, a
-face mass with cheekbones, the lower jaw and chin, the muzzle under the lips, the lips with a mouth slit carved between
-them into a shallow mouth pocket, a nose (bridge, tip, wings) with two nostril pits, eyelids wrapped round the eyeballs
-with an almond-shaped opening cut through them, two ears with a bowl, and the neck reaching well below the frame.
-The eyeballs are separate spheres (``EYEBALL_RADIUS``), seen through the openings.
+The head is one smooth solid: a rounded cranium, the face as a height field in front of it (``face_height``: forehead,
+brows, lids over the eyeballs, cheeks, nose, lips, chin), the lower jaw, a neck leaning forward and reaching well
+below the frame, two ears with a bowl; carved into it an almond-shaped opening through each eye's lids, a mouth slit
+between the lips into a closed pocket, two nostril pits. The eyeballs are separate spheres (``EYEBALL_RADIUS``), seen
+through the openings.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ EYEBALL_RADIUS = 12.0           # eyeball diameter 24 mm (adult axial length ~23
 LID_GAP = 0.8                   # between the eyeball and the inside of the lids
 LID_THICKNESS = 1.2             # eyelid skin over the eyeball
 FISSURE_UP_DEG = 20.0           # upper lid margin above the eye's centre, degrees seen from the eyeball centre...
-FISSURE_DOWN_DEG = 17.0         # ...lower margin below it: an opening ~10 mm high (eye fissure height 10-11 mm)
-FISSURE_HALF_WIDTH_DEG = 70.0   # the canthi: an opening ~26 mm wide seen from the front (fissure length 30-31 mm)
+FISSURE_DOWN_DEG = 17.0         # ...lower margin below it: an opening ~9 mm high (Farkas 1994: ps-pi ~10)
+FISSURE_HALF_WIDTH_DEG = 70.0   # the canthi, 26 mm apart seen from the front (Farkas 1994: en-ex ~30)
 CANTHAL_TILT_DEG = 4.0          # the outer corner a little higher than the inner one
 # --- cranium (ANSUR II: head breadth, head length, tragion to top of head)
 CRANIUM_CENTRE = (0.0, 20.0, -80.0)
@@ -52,10 +52,10 @@ EAR_FLARE_DEG = 40.0                        # the back edge stands out from the 
 EAR_BOWL = ((6.5, -3.0, 1.0), (5.5, 21.0, 12.0))   # carved into the outer face: centre and semi-axes in the ear's frame
 # --- neck (ANSUR II: neck circumference)
 NECK_TOP, NECK_BOTTOM = (0.0, 10.0, -65.0), (0.0, -215.0, -135.0)   # leaning forward ~17 degrees
-NECK_AXES = (55.0, 58.0)                    # x, z semi-axes: circumference ~370 mm
+NECK_AXES = (55.0, 58.0)                    # x, z semi-axes (ANSUR II: neck circumference; this ~355 mm)
 
 # Fillets (mm): how softly the parts meet.
-BLEND_HEAD, BLEND_FACE, BLEND_LIDS, BLEND_EAR, BLEND_NECK = 14.0, 8.0, 5.0, 6.0, 22.0
+BLEND_HEAD, BLEND_FACE, BLEND_EAR, BLEND_NECK = 14.0, 8.0, 6.0, 22.0
 
 
 def mirrored(points: np.ndarray) -> np.ndarray:

@@ -47,17 +47,6 @@ def sphere(points: np.ndarray, centre, radius: float) -> np.ndarray:
     return np.linalg.norm(points - np.asarray(centre, np.float64), axis=1) - radius
 
 
-def capsule(points: np.ndarray, start, end, radius_start: float, radius_end: float | None = None) -> np.ndarray:
-    """A segment swept by a sphere whose radius changes linearly from ``start`` to ``end`` (a rounded cone, in the
-    simple form that measures along the segment; close enough for radii that change slowly)."""
-    a, b = np.asarray(start, np.float64), np.asarray(end, np.float64)
-    radius_end = radius_start if radius_end is None else radius_end
-    axis = b - a
-    t = np.clip((points - a) @ axis / float(axis @ axis), 0.0, 1.0)
-    closest = a + t[:, None] * axis
-    return np.linalg.norm(points - closest, axis=1) - (radius_start + (radius_end - radius_start) * t)
-
-
 def smooth_union(a: np.ndarray, b: np.ndarray, k: float) -> np.ndarray:
     """min(a, b) with a fillet of width ``k`` where the two surfaces meet."""
     h = np.maximum(k - np.abs(a - b), 0.0) / k
