@@ -3,7 +3,8 @@
 ``skimage.measure.marching_cubes`` needs a dense grid, but the head's value only matters near its skin: it is
 evaluated on a coarse grid first, then exactly only on the fine voxels near the surface (elsewhere the coarse value's
 sign is all marching cubes reads). The mesh keeps its largest connected piece (stray specks from the thin slits are
-dropped), its vertices are pulled onto the zero level by one Newton step, and its faces are wound outward. Eyeballs
+dropped), its vertices are pulled onto the zero level by one Newton step and evened out (twice: halfway to their
+neighbours' mean, then back onto the surface), and its faces are wound outward. Eyeballs
 are added as separate latitude-longitude spheres.
 """
 
