@@ -156,16 +156,14 @@ class Arc2FaceNormalMapFromAngles:
     def render(self, yaw: float, pitch: float, roll: float, expression=None, flame=None):
         import torch
 
-        from ..arc2face_core.pose.flame_hint import typed_face_parameters
-
-        params = typed_face_parameters(pitch, yaw, roll, expression)
         if flame is not None:
+            from ..arc2face_core.pose.flame_hint import typed_face_parameters
             from .flame import render_flame
 
-            return (render_flame(flame, params),)
-        from ..arc2face_core.pose.render import generic_normal_maps
+            return (render_flame(flame, typed_face_parameters(pitch, yaw, roll, expression)),)
+        from ..arc2face_core.pose.render import typed_normal_maps
 
-        return (torch.from_numpy(generic_normal_maps(params)).float() / 255,)
+        return (torch.from_numpy(typed_normal_maps(pitch, yaw, roll, expression)).float() / 255,)
 
 
 class Arc2FaceNormalMapFromPhoto:

@@ -97,6 +97,21 @@ def generic_normal_maps(params: FaceParameters, size: int = HINT_SIZE) -> np.nda
     return np.stack(hints)
 
 
+def typed_normal_maps(pitch: float, yaw: float, roll: float, expression=None, size: int = HINT_SIZE) -> np.ndarray:
+    """Normal Map from Angles without FLAME: the generic head at a typed pose (insightface's angles, degrees; the
+    typed roll kept visible), one hint per row of an optional [N, 55] expression (its jaw and eyelids). uint8
+    [N, size, size, 3]; one hint without an expression."""
+    from ..expression.vectors import EYELID_SLICE, JAW_SLICE, validate_expression
+    from ..faces.head_pose import rotation_from_angles
+
+    rotation = rotation_from_angles(pitch, yaw, roll)
+    if expression is None:
+        return render_generic_head(None, rotation, size, roll_in_frame=True).image[None]
+    rows = validate_expression(expression).double().numpy()
+    return np.stack([render_generic_head(None, rotation, size, roll_in_frame=True, jaw=row[JAW_SLICE],
+                                         eyelids=row[EYELID_SLICE]).image for row in rows])
+
+
 def normal_maps_from_photos(images_bgr: Sequence[np.ndarray], analyzer: FaceAnalyzer, landmark_model: Any,
                             face: FaceChoice = "largest", *, own_shape: bool = False,
                             size: int = HINT_SIZE) -> tuple[np.ndarray, list[HeadPose]]:

@@ -79,7 +79,8 @@ def test_an_expression_without_flame_opens_the_generic_heads_jaw(comfy):
     }
     with_expression, without = _saved(comfy, comfy.run_ok(prompt), "4")
     rotation = rotation_from_angles(0, -15, 0)
-    opened = render_normal_map(None, rotation, roll_in_frame=True, jaw=[0.4, 0.0, 0.0], eyelids=[1.0, 0.0])
+    opened = render_normal_map(None, rotation, roll_in_frame=True, jaw=[np.float32(0.4), 0.0, 0.0],
+                               eyelids=[1.0, 0.0])          # (an expression holds float32 values)
     np.testing.assert_array_equal(with_expression, np.round(opened * 255).astype(np.uint8))
     np.testing.assert_array_equal(without, np.round(render_normal_map(None, rotation, roll_in_frame=True) * 255)
                                   .astype(np.uint8))
