@@ -115,12 +115,15 @@ class Arc2FacePoseControlNet:
         return (attach(positive), attach(negative))
 
 
-GENERIC_NOTE = ("Without FLAME the hint is a generic whole head built in code (cranium, ears and neck joined to a "
-                "smooth face surface through insightface's 68-point 3D mean face, or the reference's own 68 points), "
+GENERIC_NOTE = ("Without FLAME the hint is the pack's generic adult head, built in code from published head and "
+                "face measurements (no FLAME data): cranium, ears, neck, eyeballs behind the eyelids, nose with "
+                "nostrils, lips with a mouth line; its jaw opens and its eyelids close with an expression. It is "
                 "rendered exactly as EMOCA rendered FLAME (all faces, z-buffer, interpolated world normals on 127 "
-                "grey, FFHQ framing); it differs from FLAME's head in shape only: a generic adult head without "
-                "expression, eyeballs, eyelid or lip detail. EMOCA renders made elsewhere can be loaded as plain "
-                "images instead.")
+                "grey, FFHQ framing); it is not the person's own head. EMOCA renders made elsewhere can be loaded as "
+                "plain images instead.")
+ROLL_NOTE = ("FFHQ alignment levels the eyes, so the hints the ControlNet was trained on have almost no roll: a typed "
+             "roll turns the head in the frame, which the model follows only loosely (expect a tilted face or an "
+             "upright one at a slightly different place); keep it 0 for an upright face.")
 
 
 class Arc2FaceNormalMapFromAngles:
@@ -129,14 +132,13 @@ class Arc2FaceNormalMapFromAngles:
                    "clockwise), placed as FFHQ alignment would place a photo of that head (eyes and mouth where "
                    "image_align puts them). With a FLAME model (Arc2Face FLAME Loader) it renders the FLAME head, "
                    "posed and with the optional expression, exactly as the reference's hints were made, so one "
-                   "expression can drive both the hint and the Expression Adapter. " + GENERIC_NOTE
-                   + " Roll tilts the head in the frame; FFHQ-aligned training faces are upright.")
+                   "expression can drive both the hint and the Expression Adapter. " + GENERIC_NOTE + " " + ROLL_NOTE)
     CATEGORY = CATEGORY
     FUNCTION = "render"
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("normal_map",)
     OUTPUT_TOOLTIPS = ("Whole-head normals as RGB on 127 grey, 512x512, for Arc2Face Pose ControlNet: one per "
-                       "expression row with FLAME, else one.",)
+                       "expression row (one without an expression).",)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -147,13 +149,13 @@ class Arc2FaceNormalMapFromAngles:
             "required": {
                 "yaw": angle(90.0, "Left/right turn in degrees; > 0 turns the nose to the image's right."),
                 "pitch": angle(60.0, "Up/down nod in degrees; > 0 lifts the chin (looks up)."),
-                "roll": angle(45.0, "Head tilt in the image plane in degrees; > 0 is clockwise."),
+                "roll": angle(45.0, "Head tilt in the image plane in degrees; > 0 is clockwise. " + ROLL_NOTE),
             },
             "optional": {
                 "expression": ("ARC2FACE_EXPRESSION", {"tooltip": (
-                    "FLAME expression [N, 55] (e.g. the one given to the Expression Adapter): with FLAME, the head "
-                    "opens its mouth, closes its eyes etc. accordingly (one hint per row). Ignored without FLAME: "
-                    "the generic head has no expression.")}),
+                    "FLAME expression [N, 55] (e.g. the one given to the Expression Adapter), one hint per row. With "
+                    "FLAME the head takes all of it; without FLAME the generic head takes its jaw opening and eyelids "
+                    "(the 50 other coefficients need FLAME).")}),
                 "flame": ("ARC2FACE_FLAME", {"tooltip": (
                     "From Arc2Face FLAME Loader: render the FLAME head (the reference's recipe) instead of the "
                     "generic head.")}),
@@ -163,21 +165,19 @@ class Arc2FaceNormalMapFromAngles:
     def render(self, yaw: float, pitch: float, roll: float, expression=None, flame=None):
         import torch
 
-        from ..arc2face_core.faces.head_pose import rotation_from_angles
-        from ..arc2face_core.pose.render import render_normal_map
-
         if flame is not None:
             from ..arc2face_core.pose.flame_hint import typed_face_parameters
             from .flame import render_flame
 
             return (render_flame(flame, typed_face_parameters(pitch, yaw, roll, expression)),)
+        from ..arc2face_core.pose.render import typed_normal_maps
+
         if expression is not None:
             from ..arc2face_core.expression.vectors import check_expression_ranges, validate_expression
 
-            # a broken input is an error even where it is not used: the same ranges as the Expression Adapter
+            # the same ranges as the Expression Adapter: the generic head takes the jaw and eyelids too
             check_expression_ranges(validate_expression(expression))
-        hint = render_normal_map(None, rotation_from_angles(pitch, yaw, roll), roll_in_frame=True)
-        return (torch.from_numpy(hint).unsqueeze(0),)
+        return (torch.from_numpy(typed_normal_maps(pitch, yaw, roll, expression)).float() / 255,)
 
 
 class Arc2FaceNormalMapFromPhoto:
@@ -204,8 +204,8 @@ class Arc2FaceNormalMapFromPhoto:
                 "face": (FACE_CHOICES, {"default": "largest", "tooltip": (
                     "Which face when a photo shows several: the largest, or an index from the left (0 = leftmost).")}),
                 "shape": (["mean face", "reference face"], {"default": "mean face", "tooltip": (
-                    "mean face: only the pose of the reference. reference face: its 68-point shape and expression "
-                    "too (mouth open, etc.).")}),
+                    "mean face: the generic head at the reference's pose. reference face: that head shaped like the "
+                    "reference's 68 landmarks too: its mouth opening, eyelids and face shape.")}),
             }
         }
 

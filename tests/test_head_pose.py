@@ -122,3 +122,26 @@ def test_pose_and_hint_from_a_photo_of_a_non_rigid_face(non_rigid_photo):
     for own_shape in (False, True):
         hints, poses = normal_maps_from_photos([image], analyzer, landmarks, own_shape=own_shape, size=64)
         assert hints.shape == (1, 64, 64, 3) and (np.abs(hints - 0.5) > 0.05).any()   # a face, not blank
+
+
+def test_the_reference_face_setting_shapes_the_hint(non_rigid_photo):
+    """'mean face' and 'reference face' give different hints: the first is the generic head at the photo's pose, the
+    second that head shaped like the photo's face (here: its parted lips open the mouth)."""
+    image, analyzer, landmarks = non_rigid_photo
+    mean_hints, poses = normal_maps_from_photos([image], analyzer, landmarks, own_shape=False)
+    own_hints, _ = normal_maps_from_photos([image], analyzer, landmarks, own_shape=True)
+    pose = poses[0]
+    np.testing.assert_array_equal(mean_hints[0], render_normal_map(None, pose.rotation))
+    np.testing.assert_array_equal(own_hints[0], render_normal_map(pose.canonical, pose.rotation))
+    assert (np.abs(own_hints[0] - mean_hints[0]) > 2 / 255).any(-1).mean() > 0.05
+    # The photo's upper and lower lip are 0.1 mean-face units (~1 cm) further apart than the mean face's: the shaped
+    # head's are too, and its skull keeps its shape.
+    from arc2face_core.pose.generic_head import build_generic_head
+    from arc2face_core.pose.own_shape import shaped_like
+
+    head = build_generic_head()
+    vertices, points = shaped_like(head, pose.canonical)
+    gap = lambda p: p[57, 1] - p[51, 1]          # noqa: E731  (y down: the lower lip's height below the upper)
+    assert gap(points) - gap(head.landmarks) > 6.0
+    crown = head.vertices[:, 1] < -60.0           # more than 6 cm above the eyes
+    assert np.abs(vertices[crown] - head.vertices[crown]).max() < 0.5

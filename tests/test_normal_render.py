@@ -1,4 +1,4 @@
-"""The pieces of the FLAME-free pose hint (arc2face_core.pose: face_surface, rasterizer; faces.head_pose), checked
+"""The pieces of the FLAME-free pose hint (arc2face_core.pose: rasterizer; faces.head_pose), checked
 against independent computations (closed-form geometry, scipy's rotations, insightface's own pose code on a rigged
 tiny 1k3d68 model). The generic-head renders themselves: tests/test_generic_head.py."""
 
@@ -20,7 +20,6 @@ from arc2face_core.errors import (
 )
 from arc2face_core.faces.head_pose import angles_from_rotation, estimate_head_pose, rotation_from_angles
 from arc2face_core.faces.landmarks import load_landmark_model, mean_shape
-from arc2face_core.pose.face_surface import FOREHEAD_HEIGHT, build_face_surface
 from arc2face_core.pose.rasterizer import interpolate, rasterize
 from arc2face_core.pose.render import render_normal_map
 from arc2face_core.weights import ModelRoots
@@ -143,33 +142,6 @@ def test_hemisphere_normals_match_closed_form():
     got = normals[interior] / np.linalg.norm(normals[interior], axis=1, keepdims=True)
     assert np.abs(got - expected[interior]).max() < 0.01
     assert np.abs(fragments.depth[interior] - radius * expected[interior][:, 2]).max() < 0.2
-
-
-# ---------------------------------------------------------------------------------------------- face surface
-
-def test_surface_is_deterministic_smooth_and_through_the_landmarks():
-    shape = mean_shape()
-    first, second = build_face_surface(shape), build_face_surface(shape)
-    np.testing.assert_array_equal(first.vertices, second.vertices)
-    np.testing.assert_array_equal(first.triangles, second.triangles)
-    assert 5000 < len(first.vertices) and 10000 < len(first.triangles) < 40000
-    np.testing.assert_allclose(np.linalg.norm(first.normals, axis=1), 1.0, atol=1e-12)
-    assert (first.normals[:, 2] > 0).all()
-    corners = first.vertices[first.triangles][..., :2]
-    e1, e2 = corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]
-    assert (e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0] > 0).all()
-
-    eye_to_mouth = np.linalg.norm((shape[48, :2] + shape[54, :2]) / 2
-                                  - (shape[36:42, :2].mean(0) + shape[42:48, :2].mean(0)) / 2)
-    # The fitted height passes close to every landmark (nearest vertex, in eye-to-mouth units).
-    nearest = np.argmin(((first.vertices[None, :, :2] - shape[:, None, :2]) ** 2).sum(-1), axis=1)
-    close = np.linalg.norm(first.vertices[nearest, :2] - shape[:, :2], axis=1) < 0.01 * eye_to_mouth
-    assert close.sum() > 20
-    assert np.abs(first.vertices[nearest[close], 2] - shape[close, 2]).max() < 0.03 * eye_to_mouth
-    # Forehead reaches FOREHEAD_HEIGHT eye-to-mouth distances above the mean brow line; the chin bounds the bottom.
-    top = first.vertices[:, 1].min()
-    assert top == pytest.approx(shape[17:27, 1].mean() - FOREHEAD_HEIGHT * eye_to_mouth, abs=0.01)
-    assert first.vertices[:, 1].max() == pytest.approx(shape[8, 1], abs=1e-9)
 
 
 # --------------------------------------------------------------------------------------------- pose from a photo

@@ -1,12 +1,11 @@
-"""Pose hints without FLAME: the generic whole head of ``generic_head``, rendered as EMOCA renders FLAME.
+"""Pose hints without FLAME: the generic head of ``generic_head``, rendered as EMOCA renders FLAME.
 
-The head (cranium, ears and neck joined to a smooth face surface through 68 landmarks: insightface's mean face, or a
-reference photo's own) is rotated by R, framed as FFHQ alignment frames a photo (``image_align``'s quad from its
-projected eyes and mouth, see ``camera``) and drawn by ``emoca_render``: the whole mesh, z-buffered, no culling,
-barycentric unit vertex normals (not renormalised) times coverage, ``uint8(clamp(n*0.5+0.5)*255)`` on 127 grey.
-
-It differs from the FLAME path in the shape alone: a generic adult head (no eyeballs, closed eyes and mouth, a smooth
-face without lip or eyelid detail, simple ears), and no expression.
+The head (built once from published adult head and face measurements; eyeballs behind eyelid openings, a jaw that
+opens, upper lids that close) is posed (jaw, eyelids), rotated by R, framed as FFHQ alignment frames a photo (its
+eyes' and mouth corners' landmarks give ``image_align``'s quad, see ``camera``) and drawn by ``emoca_render``: the
+whole mesh, z-buffered, barycentric unit vertex normals (not renormalised) times coverage,
+``uint8(clamp(n*0.5+0.5)*255)`` on 127 grey. With a reference photo's own 68 landmarks (``own_shape``) the head is
+first shaped like that face: its jaw opening, eyelids and the rest of its shape.
 
 Rotation convention = insightface's ``face['pose']`` (pitch, yaw, roll in degrees): R = Rz(roll) @ Ry(yaw) @ Rx(pitch)
 acting on points in insightface's frame (x right, y DOWN, z toward the camera). So pitch > 0 turns the nose up,
@@ -46,45 +45,79 @@ class NormalRender:
 
 
 def render_generic_head(landmarks: np.ndarray | None = None, rotation: np.ndarray | None = None,
-                        size: int = HINT_SIZE, *, roll_in_frame: bool = False) -> NormalRender:
+                        size: int = HINT_SIZE, *, roll_in_frame: bool = False, jaw=None,
+                        eyelids=None) -> NormalRender:
     """The generic-head hint. ``landmarks``: a frontal, upright 68-point 3D shape in insightface's frame (e.g.
-    ``HeadPose.canonical``), or None for the mean face. ``rotation``: R in insightface's frame (None = frontal)."""
+    ``HeadPose.canonical``) to shape the head like, or None for the generic head as built. ``rotation``: R in
+    insightface's frame (None = frontal). ``jaw`` (FLAME's jaw axis-angle, radians) and ``eyelids`` ((left, right),
+    0 open ... 1 closed): the expression's, added to what ``landmarks`` show."""
     size = positive_int(size, "size", upper=MAX_PIXELS_SIDE)
     rotation = np.eye(3) if rotation is None else check_rotation(rotation)
-    head = build_generic_head(landmarks)
-    posed = head.vertices @ rotation.T
-    points = head.landmarks @ rotation.T
-    frame = ffhq_frame(points[:, :2], size, angles_from_rotation(rotation)[2], roll_in_frame)
+    head = build_generic_head()
+    if landmarks is None:
+        # Framed by the head at rest, as the FLAME path frames typed angles: an expression moves the face, not the
+        # frame.
+        vertices, points = head.posed(jaw, eyelids)
+        framing = head.landmarks
+    else:
+        from .own_shape import shaped_like
+
+        vertices, points = shaped_like(head, landmarks, jaw, eyelids)
+        framing = points                    # the photo's face, as its FFHQ alignment frames it
+    posed = vertices @ rotation.T
+    points = points @ rotation.T
+    frame = ffhq_frame((framing @ rotation.T)[:, :2], size, angles_from_rotation(rotation)[2], roll_in_frame)
     placement = framed_placement(posed @ FLIP_Y, frame)      # FLAME's frame (y up): the hint's normals
     image = render_normals(placement, head.faces, size)
     return NormalRender(image=image, landmarks_2d=points[:, :2] @ frame[:, :2].T + frame[:, 2], transform=frame)
 
 
 def render_normal_map(landmarks: np.ndarray | None = None, rotation: np.ndarray | None = None,
-                      size: int = HINT_SIZE, *, roll_in_frame: bool = False) -> np.ndarray:
+                      size: int = HINT_SIZE, *, roll_in_frame: bool = False, jaw=None, eyelids=None) -> np.ndarray:
     """The generic-head hint alone: float32 [size, size, 3] RGB in 0..1 (uint8 / 255, so the background is 127/255)."""
-    return render_generic_head(landmarks, rotation, size, roll_in_frame=roll_in_frame).image.astype(np.float32) / 255
+    return render_generic_head(landmarks, rotation, size, roll_in_frame=roll_in_frame, jaw=jaw,
+                               eyelids=eyelids).image.astype(np.float32) / 255
 
 
 def generic_normal_maps(params: FaceParameters, size: int = HINT_SIZE) -> np.ndarray:
-    """One generic-head hint per row of FLAME parameters (only the head pose is used: the generic head has no shape
-    or expression parameters). Without a photo (``crop`` None) a typed roll stays visible. uint8 [N, size, size, 3]."""
+    """One generic-head hint per row of FLAME parameters: the head pose, the jaw and the eyelids (the generic head has
+    no identity shape and no other expression). Without a photo (``crop`` None) a typed roll stays visible.
+    uint8 [N, size, size, 3]."""
     from .camera import rotation_from_axis_angle
 
+    if not isinstance(params, FaceParameters):
+        raise InvalidInputError(f"Expected FLAME parameters (FaceParameters), got {type(params).__name__}")
     roll_in_frame = params.crop is None
     hints = []
-    for pose in params.pose.double().numpy():
+    for pose, jaw, eyelids in zip(params.pose.double().numpy(), params.jaw.double().numpy(),
+                                  params.eyelids.double().numpy()):
         rotation = FLIP_Y @ rotation_from_axis_angle(pose) @ FLIP_Y     # FLAME's frame -> insightface's
-        hints.append(render_generic_head(None, rotation, size, roll_in_frame=roll_in_frame).image)
+        hints.append(render_generic_head(None, rotation, size, roll_in_frame=roll_in_frame, jaw=jaw,
+                                         eyelids=eyelids).image)
     return np.stack(hints)
+
+
+def typed_normal_maps(pitch: float, yaw: float, roll: float, expression=None, size: int = HINT_SIZE) -> np.ndarray:
+    """Normal Map from Angles without FLAME: the generic head at a typed pose (insightface's angles, degrees; the
+    typed roll kept visible), one hint per row of an optional [N, 55] expression (its jaw and eyelids). uint8
+    [N, size, size, 3]; one hint without an expression."""
+    from ..expression.vectors import EYELID_SLICE, JAW_SLICE, validate_expression
+    from ..faces.head_pose import rotation_from_angles
+
+    rotation = rotation_from_angles(pitch, yaw, roll)
+    if expression is None:
+        return render_generic_head(None, rotation, size, roll_in_frame=True).image[None]
+    rows = validate_expression(expression).double().numpy()
+    return np.stack([render_generic_head(None, rotation, size, roll_in_frame=True, jaw=row[JAW_SLICE],
+                                         eyelids=row[EYELID_SLICE]).image for row in rows])
 
 
 def normal_maps_from_photos(images_bgr: Sequence[np.ndarray], analyzer: FaceAnalyzer, landmark_model: Any,
                             face: FaceChoice = "largest", *, own_shape: bool = False,
                             size: int = HINT_SIZE) -> tuple[np.ndarray, list[HeadPose]]:
-    """One generic-head hint per photo: the head pose of its face (and, with ``own_shape``, its 68-point shape and
-    expression instead of the mean face), framed like FFHQ alignment of that photo. Returns (float32 [B, size, size,
-    3] in 0..1, poses)."""
+    """One generic-head hint per photo: the head pose of its face (and, with ``own_shape``, the head shaped like its
+    68 landmarks: its jaw opening, eyelids and face shape), framed like FFHQ alignment of that photo. Returns
+    (float32 [B, size, size, 3] in 0..1, poses)."""
     if not len(images_bgr):
         raise InvalidInputError("No photos were given.")
     poses = [estimate_head_pose(image, analyzer, landmark_model, face, image_index=i, image_count=len(images_bgr))

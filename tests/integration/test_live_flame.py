@@ -67,11 +67,12 @@ def test_angles_node_renders_flame_with_an_expression(comfy):
     assert (with_flame != generic).any(-1).mean() > 0.05
 
 
-def test_an_expression_without_flame_leaves_the_generic_head(comfy):
-    """The generic head has no expression: one hint, the same as without the expression."""
+def test_an_expression_without_flame_opens_the_generic_heads_jaw(comfy):
+    """Without FLAME the generic head takes the expression's jaw opening and eyelids: one hint per expression row,
+    each the core's render with that jaw and those eyelids, framed as the head at rest."""
     tag = uuid.uuid4().hex[:8]
     prompt = {
-        "2": {"class_type": "Arc2FaceExpression", "inputs": {"jaw_open": 0.4, "eyelid_left": 0.0,
+        "2": {"class_type": "Arc2FaceExpression", "inputs": {"jaw_open": 0.4, "eyelid_left": 1.0,
                                                              "eyelid_right": 0.0, "coefficients": ""}},
         "7": {"class_type": "ImageBatch", "inputs": {"image1": ["3", 0], "image2": ["5", 0]}},
         "3": {"class_type": "Arc2FaceNormalMapFromAngles", "inputs": {"yaw": -15.0, "pitch": 0.0, "roll": 0.0,
@@ -79,8 +80,14 @@ def test_an_expression_without_flame_leaves_the_generic_head(comfy):
         "5": {"class_type": "Arc2FaceNormalMapFromAngles", "inputs": {"yaw": -15.0, "pitch": 0.0, "roll": 0.0}},
         "4": {"class_type": "SaveImage", "inputs": {"images": ["7", 0], "filename_prefix": f"noexp_{tag}"}},
     }
-    first, second = _saved(comfy, comfy.run_ok(prompt), "4")
-    np.testing.assert_array_equal(first, second)
+    with_expression, without = _saved(comfy, comfy.run_ok(prompt), "4")
+    rotation = rotation_from_angles(0, -15, 0)
+    opened = render_normal_map(None, rotation, roll_in_frame=True, jaw=[np.float32(0.4), 0.0, 0.0],
+                               eyelids=[1.0, 0.0])          # (an expression holds float32 values)
+    np.testing.assert_array_equal(with_expression, np.round(opened * 255).astype(np.uint8))
+    np.testing.assert_array_equal(without, np.round(render_normal_map(None, rotation, roll_in_frame=True) * 255)
+                                  .astype(np.uint8))
+    assert (with_expression != without).any(-1).mean() > 0.01
 
 
 def test_the_flame_loader_follows_its_files(comfy, tmp_path):
