@@ -13,6 +13,9 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+# The other live tests run the other shipped workflows (test_live_identity, test_live_reference); these two run only
+# here. The script's loop over workflows is what is kept working: all 16 again would add minutes of CPU to CI.
+SMOKE_WORKFLOWS = ("arc2face_pose_expression_photo", "arc2face_pose_photo_flame")
 
 
 def test_gpu_check_runs_in_its_cpu_mode(comfy, comfy_install, tmp_path):
@@ -20,13 +23,15 @@ def test_gpu_check_runs_in_its_cpu_mode(comfy, comfy_install, tmp_path):
     result = subprocess.run([sys.executable, str(REPO / "bench" / "gpu_check.py"), "--cpu-smoke", "--server", comfy.url,
                              "--comfyui-base", str(comfy_install / "ComfyUI"), "--models",
                              str(comfy_install / "ComfyUI" / "models"), "--out", str(out), "--work",
-                             str(tmp_path / "work")], cwd=REPO, capture_output=True, text=True, timeout=900)
+                             str(tmp_path / "work"), "--workflows", *SMOKE_WORKFLOWS], cwd=REPO, capture_output=True,
+                            text=True, timeout=900)
     report = json.loads((out / "gpu_check.json").read_text()) if (out / "gpu_check.json").is_file() else {}
     assert result.returncode == 0, (report.get("failures"), result.stderr[-3000:])
     workflows = report["comfyui"]["workflows"]
-    assert set(workflows) == {p.stem for p in (REPO / "workflows").glob("*.json")}
+    assert set(workflows) == set(SMOKE_WORKFLOWS)
+    assert report["comfyui"]["nodes_not_run"] is None                    # counted only when every workflow ran
     assert all(w["ok"] and w["images"] >= 1 for w in workflows.values())
-    assert report["comfyui"]["extra_prompts"]["ok"] and report["comfyui"]["nodes_not_run"] == []
+    assert report["comfyui"]["extra_prompts"]["ok"]
     speed = report["speed"]
     assert set(speed) == {"diffusers", "pack"}
     for batch in ("1", "2"):
