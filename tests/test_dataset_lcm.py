@@ -14,7 +14,15 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_datasets import THREADS, files_of, manifest, models, pixels, run  # noqa: F401  (models: shared fixture)
+from test_datasets import (  # noqa: F401  (models: shared fixture)
+    THREADS,
+    files_of,
+    manifest,
+    models,
+    pixels,
+    run,
+    run_killed_before_the_record,
+)
 
 from arc2face_core.cli.main import main as cli_main
 from arc2face_core.diffusers_backend.model_files import load_unet
@@ -113,23 +121,9 @@ def test_redrawn_lcm_images_regenerate_from_their_rows(whole, plain, models, tin
 
 def test_lcm_with_crops_resumes_after_a_half_written_batch(whole, models, tiny_vae_folder, recipe, tmp_path,  # noqa: F811
                                                            monkeypatch):
-    from arc2face_core.datasets.store import DatasetStore
-
     out = tmp_path / "faces"
-    real = DatasetStore.finish_batch
-
-    def die_at_batch_two(self, batch, rows):
-        if batch == 2:
-            (self.root / "arcface112" / "00002" / ".000.png.tmp-host-1").write_bytes(b"half a png")
-            raise KeyboardInterrupt
-        real(self, batch, rows)
-
-    monkeypatch.setattr(DatasetStore, "finish_batch", die_at_batch_two)
-    with pytest.raises(KeyboardInterrupt):
-        run(models, tiny_vae_folder, out, *recipe)
-    torch.set_num_threads(THREADS)
-    assert not (out / ".parts" / "000002.jsonl").exists()
-    monkeypatch.setattr(DatasetStore, "finish_batch", real)
+    run_killed_before_the_record(monkeypatch, models, tiny_vae_folder, out, recipe, 2,
+                                 "arcface112/00002/.000.png.tmp-host-1")
     assert run(models, tiny_vae_folder, out, *recipe) == 0
     assert files_of(out) == files_of(whole)
     assert not any(".tmp-" in p.name for p in out.rglob("*"))

@@ -232,26 +232,33 @@ def test_a_killed_run_resumes_to_the_same_dataset(whole, models, tiny_vae_folder
     assert not any(".tmp-" in p.name for p in out.rglob("*")) and not parts.exists()
 
 
+def run_killed_before_the_record(monkeypatch, models, vae, out: Path, recipe, batch: int, leftover: str) -> None:
+    """A run that dies (as on Ctrl-C) after writing batch ``batch``'s images, before its record, leaving the
+    temporary file ``leftover`` (relative to ``out``) as a kill mid-write would."""
+    from arc2face_core.datasets.store import DatasetStore
+
+    real = DatasetStore.finish_batch
+
+    def die_at_the_batch(self, index, rows):
+        if index == batch:
+            (self.root / leftover).write_bytes(b"half a png")
+            raise KeyboardInterrupt
+        real(self, index, rows)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(DatasetStore, "finish_batch", die_at_the_batch)
+        with pytest.raises(KeyboardInterrupt):
+            run(models, vae, out, *recipe)
+    torch.set_num_threads(THREADS)
+    assert not (out / ".parts" / f"{batch:06d}.jsonl").exists()
+
+
 def test_resume_after_a_batch_half_written(whole, models, tiny_vae_folder, tmp_path, monkeypatch):
     """Deterministic variant: the run dies after writing batch 2's images, before its record; a leftover temporary
     file sits in an identity folder."""
-    from arc2face_core.datasets.store import DatasetStore
-
     out = tmp_path / "faces"
-    real = DatasetStore.finish_batch
-
-    def die_at_batch_two(self, batch, rows):
-        if batch == 2:
-            (self.root / "00002" / ".001.png.tmp-host-1").write_bytes(b"half a png")
-            raise KeyboardInterrupt
-        real(self, batch, rows)
-
-    monkeypatch.setattr(DatasetStore, "finish_batch", die_at_batch_two)
-    with pytest.raises(KeyboardInterrupt):
-        run(models, tiny_vae_folder, out, *RECIPE)
-    torch.set_num_threads(THREADS)
-    assert (out / "00002" / "000.png").is_file() and not (out / ".parts" / "000002.jsonl").exists()
-    monkeypatch.setattr(DatasetStore, "finish_batch", real)
+    run_killed_before_the_record(monkeypatch, models, tiny_vae_folder, out, RECIPE, 2, "00002/.001.png.tmp-host-1")
+    assert (out / "00002" / "000.png").is_file()
     assert run(models, tiny_vae_folder, out, *RECIPE) == 0
     assert files_of(out) == files_of(whole)
 
