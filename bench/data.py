@@ -72,6 +72,30 @@ def build(data: Path) -> Path:
     return data
 
 
+RANDOM_LORA = "lcm-lora-sdv1-5.safetensors"
+
+
+def dataset_models(base: Path, lcm_lora: bool = False) -> tuple[Path, Path]:
+    """(models folder, VAE file) for the dataset command's benchmarks, written once under ``base``/models: the
+    full-size random Arc2Face UNet and encoder, SD1.5's VAE shape, the tests' tiny rigged face models and, with
+    ``lcm_lora``, a random LCM-LoRA for the UNet (``loras/RANDOM_LORA``)."""
+    sys.path[:0] = [str(REPO), str(REPO / "tests")]
+    from builders import clip_encoder, lora, onnx_faces, sd15_random
+
+    models = base / "models"
+    vae = models / "vae" / "sd15_vae.safetensors"
+    if not vae.is_file():     # written last: its presence means the rest is there
+        sd15_random.write_unet(models / "arc2face" / "arc2face")
+        clip_encoder.write_encoder(models / "arc2face", full_size=True)
+        onnx_faces.build_recogniser(models / "arc2face" / "arcface.onnx", seed=1234)
+        onnx_faces.build_rigged_detector(models / "insightface/models/antelopev2/scrfd_10g_bnkps.onnx",
+                                         [onnx_faces.astronaut_face()], (512, 512))
+        sd15_random.write_vae(vae)
+    if lcm_lora and not (models / "loras" / RANDOM_LORA).is_file():
+        lora.write_sd15_lcm_lora(models / "loras" / RANDOM_LORA)
+    return models, vae
+
+
 if __name__ == "__main__":
     import argparse
 

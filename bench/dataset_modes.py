@@ -29,26 +29,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-RANDOM_LORA = "lcm-lora-sdv1-5.safetensors"
+sys.path.insert(0, str(REPO))
 
-
-def build_random_models(base: Path) -> tuple[Path, Path]:
-    """Full-size random Arc2Face UNet and encoder, SD1.5's VAE shape, an LCM-LoRA for the UNet, and the tiny rigged
-    face models (tests')."""
-    sys.path[:0] = [str(REPO), str(REPO / "tests")]
-    from builders import clip_encoder, lora, onnx_faces, sd15_random
-
-    models = base / "models"
-    if not (models / "arc2face" / "arc2face" / "diffusion_pytorch_model.safetensors").is_file():
-        sd15_random.write_unet(models / "arc2face" / "arc2face")
-        clip_encoder.write_encoder(models / "arc2face", full_size=True)
-        onnx_faces.build_recogniser(models / "arc2face" / "arcface.onnx", seed=1234)
-        onnx_faces.build_rigged_detector(models / "insightface/models/antelopev2/scrfd_10g_bnkps.onnx",
-                                         [onnx_faces.astronaut_face()], (512, 512))
-        sd15_random.write_vae(models / "vae" / "sd15_vae.safetensors")
-    if not (models / "loras" / RANDOM_LORA).is_file():
-        lora.write_sd15_lcm_lora(models / "loras" / RANDOM_LORA)
-    return models, models / "vae" / "sd15_vae.safetensors"
+from bench import data as bench_data  # noqa: E402
 
 
 def one_setting(args: argparse.Namespace, mode: str, ids_per_batch: int, dtype: str, out: Path) -> dict:
@@ -153,8 +136,8 @@ def main() -> None:
     parser.add_argument("--sampler-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.random_models:
-        args.models, args.vae = build_random_models(args.random_models)
-        args.lora = args.lora or args.models / "loras" / RANDOM_LORA
+        args.models, args.vae = bench_data.dataset_models(args.random_models, lcm_lora=True)
+        args.lora = args.lora or args.models / "loras" / bench_data.RANDOM_LORA
     if args.one:
         mode, ids_per_batch, dtype, out = args.one
         print(json.dumps(one_setting(args, mode, int(ids_per_batch), dtype, Path(out))))

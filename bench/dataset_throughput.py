@@ -35,6 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import data as bench_data  # noqa: E402
 from bench.harness import (  # noqa: E402
     Pairs,
     command_line,
@@ -53,22 +54,6 @@ SCRIPT = Path(__file__).resolve()
 VARIANTS = {"channels-last": {"channels_last": True}, "compile": {"compile": True}, "bf16": {"dtype": "bf16"},
             "fp16": {"dtype": "fp16"}, "default": {}}
 DEFAULT_LIMIT_S = 3600.0
-
-
-def build_random_models(base: Path) -> tuple[Path, Path]:
-    """Full-size random Arc2Face UNet and encoder, SD1.5's VAE shape, and the tiny rigged face models (tests')."""
-    sys.path[:0] = [str(REPO), str(REPO / "tests")]
-    from builders import clip_encoder, onnx_faces, sd15_random
-
-    models = base / "models"
-    if not (models / "vae" / "sd15_vae.safetensors").is_file():
-        sd15_random.write_unet(models / "arc2face" / "arc2face")
-        clip_encoder.write_encoder(models / "arc2face", full_size=True)
-        onnx_faces.build_recogniser(models / "arc2face" / "arcface.onnx", seed=1234)
-        onnx_faces.build_rigged_detector(models / "insightface/models/antelopev2/scrfd_10g_bnkps.onnx",
-                                         [onnx_faces.astronaut_face()], (512, 512))
-        sd15_random.write_vae(models / "vae" / "sd15_vae.safetensors")
-    return models, models / "vae" / "sd15_vae.safetensors"
 
 
 def child_run(args: argparse.Namespace) -> dict:
@@ -256,7 +241,7 @@ def main() -> None:
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     with held(args.lock):
         if args.random_models:
-            args.models, args.vae = build_random_models(args.random_models)
+            args.models, args.vae = bench_data.dataset_models(args.random_models)
         if args.models is None or args.vae is None:
             parser.error("give --models and --vae, or --random-models DIR")
         with tempfile.TemporaryDirectory() as work:
