@@ -14,7 +14,7 @@ import numpy as np
 
 EYE_CENTRE_X = 32.0          # eyeball centres (``head_anatomy``): the lids lie on a sphere round them...
 LID_RADIUS = 14.0            # ...of the eyeball's radius plus the gap and the lids' skin
-LID_BLEND = 6.0              # mm over which the lids join the face
+LID_BLEND = 4.0              # mm over which the lids join the face
 # Midline profile without nose or lips: (y, z) control points, a monotone cubic through them.
 MIDLINE = ((100.0, -45.0), (80.0, -10.0), (60.0, 6.0), (40.0, 14.0), (26.0, 18.0), (16.0, 19.5), (0.0, 14.0),
            (-20.0, 15.0), (-45.0, 16.5), (-58.0, 17.5), (-65.0, 16.0), (-85.0, 11.0), (-100.0, 12.0), (-112.0, 2.0), (-130.0, -20.0))
@@ -24,10 +24,9 @@ WRAP_TURN = 1.0              # the face turns back faster beyond this fraction o
 # Bumps: (centre x, centre y, radius x, radius y, height mm); mirrored ones are given for x >= 0.
 MIRRORED_BUMPS = (
     (30.0, 16.0, 34.0, 15.0, 1.5),       # brow ridge over each eye
-    (31.0, -12.0, 22.0, 11.0, 3.5),      # under the eye: the lower lid runs into the cheek
-    (29.0, -25.0, 22.0, 14.0, 2.0),      # the cheek under the eye
-    (42.0, -32.0, 24.0, 22.0, 3.0),      # cheekbone
-    (13.0, -32.5, 9.5, 7.5, 6.0),        # nose wing (ala)
+    (31.0, -12.0, 22.0, 11.0, 1.5),      # under the eye: the lower lid runs into the cheek
+    (42.0, -32.0, 24.0, 22.0, 2.0),      # cheekbone
+    (13.0, -32.5, 9.5, 7.5, 2.0),        # nose wing (ala)
 )
 BUMPS = (
     (0.0, -57.0, 24.0, 8.0, 2.5),        # upper lip
@@ -35,9 +34,10 @@ BUMPS = (
     (0.0, -97.0, 20.0, 14.0, 6.0),       # chin
     (0.0, 7.0, 12.0, 6.0, -2.5),         # the nasion: the nose's root in a shallow dip under the glabella
 )
-# Nose ridge: its height above the face and half width, along y (nasion at y = 8, tip at -26, subnasale at -39).
-NOSE_HEIGHT = ((12.0, 0.0), (8.0, 3.5), (0.0, 7.5), (-7.0, 11.0), (-17.0, 14.5), (-24.0, 18.0), (-28.0, 18.0),
-               (-32.0, 14.0), (-36.0, 6.0), (-39.0, 0.0))
+# Nose ridge: its height above the face and half width, along y (nasion at y = 8, tip at -26, subnasale at -39);
+# the tip ends about 20 mm in front of the subnasale (Farkas 1994: nasal tip protrusion sn-prn).
+NOSE_HEIGHT = ((12.0, 0.0), (8.0, 4.2), (0.0, 9.0), (-7.0, 13.2), (-17.0, 17.4), (-24.0, 21.6), (-28.0, 21.6),
+               (-32.0, 16.8), (-36.0, 7.2), (-39.0, 0.0))
 NOSE_HALF_WIDTH = ((12.0, 14.0), (0.0, 16.0), (-20.0, 17.0), (-30.0, 18.0), (-42.0, 18.0))
 
 

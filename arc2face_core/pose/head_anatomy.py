@@ -45,7 +45,7 @@ MOUTH_CAVITY = ((0.0, -64.0, -2.0), (20.0, 6.0, 11.0))   # a closed pocket behin
 # --- nose (Farkas 1994: nasal height n-sn, width al-al, tip protrusion sn-prn)
 NOSTRIL = ((6.0, -33.5, 22.5), (3.2, 3.0, 5.5))
 # --- ears (Farkas 1994: ear length, width, protrusion)
-EAR_CENTRE = (78.0, -31.0, -82.0)          # mirrored to -x
+EAR_CENTRE = (75.0, -31.0, -82.0)          # mirrored to -x
 EAR_AXES = (4.5, 31.0, 17.0)               # thickness, half length (62 mm), half width (34 mm)
 EAR_TILT_DEG = 15.0                         # the top leans back
 EAR_FLARE_DEG = 40.0                        # the back edge stands out from the head
