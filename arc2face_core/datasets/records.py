@@ -28,7 +28,8 @@ OPTIONAL_FIELDS: dict[str, tuple[type, ...]] = {
     "jitter_similarity": _NUMBER_OR_NONE, "sha256": (str,), "crop": (str, type(None)), "crop_sha256": (str,),
     "mode": (str,), "dropped_because": (str,),
 }
-_HASHES = ("sha256", "crop_sha256")
+# the files a row can name, each with the field keeping its PNG's SHA-256
+FILE_HASHES = (("file", "sha256"), ("crop", "crop_sha256"))
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ def check_row(row: object, path: Path, number: int) -> dict:
         raise damaged(path, number, "a kept image must name its file (or its crop) and a dropped one must not")
     if len(row["tries"]) != row["attempt"] + 1:
         raise damaged(path, number, f"attempt {row['attempt']} but {len(row['tries'])} tries")
-    for name in _HASHES:
+    for _, name in FILE_HASHES:
         if name in row and (len(row[name]) != 64 or any(c not in "0123456789abcdef" for c in row[name])):
             raise damaged(path, number, f"{name} = {row[name]!r} is not a SHA-256 hex digest")
     return row

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from .config import CROP_SIZE
+from .records import FILE_HASHES
 from .store import DatasetStore
 
 
@@ -59,7 +60,9 @@ def damaged_batches(store: DatasetStore, batches: Iterable[int], width: int,
 
 def _row_problem(root: Path, row: dict, width: int, height: int) -> Optional[str]:
     """'file: what is wrong' for the first damaged file of one row (its image, then its crop), else None."""
-    for name, digest, size in (("file", "sha256", (width, height)), ("crop", "crop_sha256", (CROP_SIZE, CROP_SIZE))):
+    sizes = {"file": (width, height), "crop": (CROP_SIZE, CROP_SIZE)}
+    for name, digest in FILE_HASHES:
+        size = sizes[name]
         if row.get(name) is None:
             continue
         problem = image_problem(root / row[name], row.get(digest), *size)
